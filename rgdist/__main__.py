@@ -1,0 +1,3 @@
+from rgdist.cli import main
+
+raise SystemExit(main())
