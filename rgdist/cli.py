@@ -38,14 +38,14 @@ def _cmd_run(args) -> int:
     from rgdist.campaign.runner import run_campaign_cli
 
     return run_campaign_cli(campaign_file=args.campaign, run_dir=args.run_dir, resume=False,
-                            max_ranks_note=None)
+                            points=args.points)
 
 
 def _cmd_resume(args) -> int:
     from rgdist.campaign.runner import run_campaign_cli
 
     return run_campaign_cli(campaign_file=None, run_dir=args.run_dir, resume=True,
-                            max_ranks_note=None)
+                            points=args.points)
 
 
 def _cmd_status(args) -> int:
@@ -98,10 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
              "mpirun -n 2 rgdist run campaigns/default.yaml")
     sp.add_argument("campaign", nargs="?", help="campaign YAML file")
     sp.add_argument("--run-dir", help="run directory (default: output.dir of the campaign)")
+    sp.add_argument("--points", default=None, metavar="i/K",
+                    help="only the grid points with index %% K == i (SLURM job arrays)")
 
     sp = add("resume", _cmd_resume, "continue a campaign from its current checkpoint",
              "mpirun -n 3 rgdist resume runs/default")
     sp.add_argument("run_dir")
+    sp.add_argument("--points", default=None, metavar="i/K",
+                    help="only the grid points with index %% K == i (as given to run)")
     sp.set_defaults(campaign=None)
 
     sp = add("status", _cmd_status, "per grid point: stage, progress, last checkpoint, errors",

@@ -1,0 +1,349 @@
+"""One grid point's pipeline: HMC data -> train -> sample -> measure, resumable per step.
+
+The work of a point is split into *units* that own their random streams, so the result does
+not depend on how many ranks share the point:
+
+* HMC: ``n_blocks`` blocks of ``chains_per_block`` chains; block ``b`` draws from the stream
+  ``(seed, point, "hmc", b)``. The blocks of a point are dealt round-robin over the ranks of
+  the point's communicator and advance in lockstep, one trajectory per step.
+* training: every rank of the point trains the same model from the same stream (redundant,
+  so no reduction can change the numbers); the point's root writes the trainer state.
+* sampling: chunks of ``sample.batch_size`` configurations; chunk ``c`` draws from
+  ``(seed, point, "sample", c)``; chunks are dealt round-robin and each keeps its own
+  accumulator. Accumulators are combined in chunk order after an allgather, so the merge is
+  the same floating-point sum whatever the rank count.
+
+A checkpoint is taken every ``checkpoint.every_steps`` steps or ``every_seconds`` seconds
+(whichever first; the decision is agreed over the point's ranks) and at every stage change.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rgdist import faults
+from rgdist.lattice import Lattice, Phi4Action
+from rgdist.lattice.hmc import HMC
+from rgdist.measure import ObservableAccumulator
+from rgdist.seeding import torch_generator
+
+STAGES = ("hmc", "train", "sample", "done")
+
+
+class Preempted(Exception):
+    """Raised inside a point when a pre-emption signal was agreed on; state is saved."""
+
+
+def _prefixed(prefix: str, d: dict) -> dict:
+    return {f"{prefix}/{k}": v for k, v in d.items()}
+
+
+def _strip(prefix: str, d: dict) -> dict:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in d.items() if k.startswith(prefix + "/")}
+
+
+@dataclass
+class PointContext:
+    """What a point's pipeline needs from the runner."""
+
+    campaign: object  # rgdist.campaign.spec.Campaign
+    point: object  # rgdist.campaign.spec.GridPoint
+    comm: object  # rgdist.parallel.comm.Comm of the ranks sharing this point
+    store: object  # rgdist.io.checkpoint.CheckpointStore of this point
+    device: torch.device
+    preempt: object  # has .requested
+    report: object = None  # callable(dict) for status/progress, or None
+    log: object = None  # callable(str)
+    timings: dict = field(default_factory=dict)
+
+
+class PointJob:
+    """Runs (or resumes) one grid point to the 'done' stage and returns its results."""
+
+    def __init__(self, ctx: PointContext):
+        self.ctx = ctx
+        c = ctx.campaign
+        p = ctx.point
+        self.lattice = Lattice(tuple(p.shape))
+        self.action = Phi4Action(p.m2, p.lam, self.lattice.d)
+        self.seed = int(c.seed)
+        self.index = int(p.index)
+        self.dtype = torch.float64
+        self.stage = "hmc"
+        self.step = 0
+        self.arrays: dict[str, np.ndarray] = {}  # shared state carried between stages
+        self._tag = 0
+        self._last_ckpt = time.monotonic()
+
+    # ------------------------------------------------------------------ helpers
+    def gen(self, *path) -> torch.Generator:
+        return torch_generator(self.seed, self.index, *path, device=self.ctx.device)
+
+    def _log(self, msg: str) -> None:
+        if self.ctx.log is not None:
+            self.ctx.log(f"[point {self.ctx.point.point_id}] {msg}")
+
+    def _report(self, **kw) -> None:
+        if self.ctx.report is not None and self.ctx.comm.is_root:
+            self.ctx.report({"stage": self.stage, "step": self.step, **kw})
+
+    def _due(self, force: bool = False) -> tuple[bool, bool]:
+        """(checkpoint now?, pre-empted?) agreed over the point's ranks."""
+        ck = self.ctx.campaign.checkpoint
+        local_pre = bool(self.ctx.preempt.requested)
+        by_steps = ck.every_steps > 0 and self.step > 0 and self.step % ck.every_steps == 0
+        by_time = ck.every_seconds is not None and time.monotonic() - self._last_ckpt >= ck.every_seconds
+        flags = np.array([local_pre, by_time], dtype=np.int32)
+        flags = self.ctx.comm.allreduce_max(flags)
+        pre = bool(flags[0])
+        return (force or pre or by_steps or bool(flags[1])), pre
+
+    def checkpoint(self, local_arrays: dict, *, force: bool = False) -> None:
+        """Collective: save when due; raise Preempted after saving if a signal arrived."""
+        due, pre = self._due(force)
+        if not due:
+            return
+        arrays = dict(local_arrays)
+        if self.ctx.comm.is_root:
+            arrays.update(self.arrays)
+        self._tag += 1
+        attrs = {"stage": self.stage, "step": int(self.step), "point_id": self.ctx.point.point_id}
+        self.ctx.store.save(self._tag, arrays, attrs)
+        self._last_ckpt = time.monotonic()
+        self._report(checkpoint=self._tag)
+        if pre:
+            raise Preempted(self.stage)
+
+    def resume(self) -> bool:
+        """Load the current checkpoint if there is one. Returns True when resumed."""
+        got = self.ctx.store.load_latest()
+        if got is None:
+            return False
+        tag, arrays, attrs = got
+        self._tag = int(tag)
+        self.stage = str(attrs["stage"])
+        self.step = int(attrs["step"])
+        self.arrays = arrays
+        self._log(f"resumed from checkpoint {tag} at stage {self.stage}, step {self.step}")
+        return True
+
+    # ------------------------------------------------------------------ pipeline
+    def run(self) -> dict:
+        resumed = self.resume()
+        if not resumed:
+            self.stage, self.step = "hmc", 0
+        while self.stage != "done":
+            t0 = time.perf_counter()
+            getattr(self, f"_stage_{self.stage}")()
+            self.ctx.timings[self.stage] = self.ctx.timings.get(self.stage, 0.0) + time.perf_counter() - t0
+        self._report(done=True)
+        return _strip("results", self.arrays)
+
+    def _advance(self, new_stage: str, keep: dict) -> None:
+        self.stage, self.step = new_stage, 0
+        self.arrays = keep
+        self.checkpoint({}, force=True)
+
+    # ---- stage 1: HMC data and the Monte Carlo reference --------------------------------
+    def _my_units(self, n_units: int) -> list[int]:
+        comm = self.ctx.comm
+        return list(range(comm.rank, n_units, comm.size))
+
+    def _stage_hmc(self) -> None:
+        h = self.ctx.campaign.hmc
+        n_blocks = -(-h.n_chains // h.chains_per_block)
+        mine = self._my_units(n_blocks)
+        blocks, kept = {}, {}
+        for b in mine:
+            n = min(h.chains_per_block, h.n_chains - b * h.chains_per_block)
+            blocks[b] = HMC(self.action, self.lattice, n, step_size=h.step_size, n_steps=h.n_steps,
+                            integrator=h.integrator, fourier_accel=h.fourier_accel,
+                            fa_mass2=h.fa_mass2, target_accept=h.target_accept,
+                            generator=self.gen("hmc", b), device=self.ctx.device, dtype=self.dtype)
+            kept[b] = []
+        total = h.therm + h.n_traj
+        if self.step > 0:  # restore the blocks' states and kept fields from the checkpoint
+            for b in mine:
+                pre = f"hmc/block{b:05d}"
+                blocks[b].load_state_dict(_strip(pre + "/state", self.arrays))
+                k = self.arrays[pre + "/kept"]
+                kept[b] = [torch.as_tensor(x, device=self.ctx.device) for x in k]
+        self.arrays = {k: v for k, v in self.arrays.items() if not k.startswith("hmc/block")}
+
+        def local_state():
+            out = {}
+            for b in mine:
+                pre = f"hmc/block{b:05d}"
+                out.update(_prefixed(pre + "/state", blocks[b].state_dict()))
+                k = torch.stack(kept[b]) if kept[b] else torch.zeros((0, blocks[b].n_chains, *self.lattice.shape), dtype=self.dtype)
+                out[pre + "/kept"] = k.cpu().numpy()
+            return out
+
+        while self.step < total:
+            for b in mine:
+                if self.step < h.therm:
+                    blocks[b].thermalize(1, adapt=True)
+                else:
+                    blocks[b].trajectory()
+                    if (self.step - h.therm + 1) % h.thin == 0:
+                        kept[b].append(blocks[b].phi.clone())
+            self.step += 1
+            faults.maybe_kill("hmc_traj")
+            if self.step % 10 == 0 or self.step == total:
+                self._report(progress=self.step / total)
+            if self.step < total:
+                self.checkpoint(local_state())
+
+        # gather every block's kept fields on every rank, in block order
+        comm = self.ctx.comm
+        mine_arrays = {f"{b:05d}": (torch.stack(kept[b]) if kept[b] else torch.zeros((0, blocks[b].n_chains, *self.lattice.shape), dtype=self.dtype)).cpu().numpy() for b in mine}
+        stats = {f"{b:05d}": np.array([blocks[b].stats()["acceptance"], blocks[b].step_size,
+                                       blocks[b].n_steps], dtype=np.float64) for b in mine}
+        parts = comm.allgather_arrays({**_prefixed("kept", mine_arrays), **_prefixed("stats", stats)})
+        merged: dict[str, np.ndarray] = {}
+        for part in parts:
+            merged.update(part)
+        kept_all = [merged[f"kept/{b:05d}"] for b in range(n_blocks)]  # (n_kept, chains_b, *shape)
+        # configurations ordered (block, chain, time): chain c = global chain index
+        configs = np.concatenate([np.swapaxes(k, 0, 1) for k in kept_all], axis=0)  # (chains, n_kept, ...)
+        n_chains, n_kept = configs.shape[0], configs.shape[1]
+        data = configs.reshape((n_chains * n_kept, *self.lattice.shape))
+        acc = ObservableAccumulator(self.lattice, self.ctx.campaign.measure.n_bins)
+        chain_of = np.repeat(np.arange(n_chains), n_kept)
+        acc.update(torch.as_tensor(data), torch.as_tensor(chain_of % acc.n_bins))
+        st = np.stack([merged[f"stats/{b:05d}"] for b in range(n_blocks)])
+        keep = {"data/configs": data,
+                "data/chain": chain_of.astype(np.int64),
+                "hmc/acceptance": st[:, 0].copy(), "hmc/step_size": st[:, 1].copy(),
+                "hmc/n_steps": st[:, 2].astype(np.int64),
+                **_prefixed("acc_hmc", acc.to_arrays())}
+        self._log(f"HMC done: {data.shape[0]} configurations, acceptance {st[:, 0].mean():.3f}")
+        self._advance("train", keep)
+
+    # ---- stage 2: training -------------------------------------------------------------
+    def _build_model(self):
+        from rgdist.models import build_model
+        from rgdist.rg import build_scheme
+        from rgdist.train.data import measured_spectrum
+
+        c = self.ctx.campaign
+        scheme = build_scheme(c.scheme.name, self.lattice, **c.scheme.params)
+        data = torch.as_tensor(self.arrays["data/configs"])
+        G = measured_spectrum(data, self.lattice)
+        mdtype = torch.float64 if c.model.dtype == "float64" else torch.float32
+        torch.manual_seed(0)  # parameter init draws from the generator below, not from this
+        model = build_model(c.model.name, self.lattice, scheme=scheme, data_spectrum=G,
+                            gaussian_exact=c.model.gaussian_exact,
+                            generator=self.gen("init"), **c.model.params)
+        model = model.to(device=self.ctx.device, dtype=mdtype)
+        return scheme, model, data, G
+
+    def _trainer(self):
+        from rgdist.train import EnsembleData, TrainConfig, Trainer
+
+        scheme, model, data, G = self._build_model()
+        cfg = TrainConfig(**self.ctx.campaign.train.as_kwargs())
+        source = EnsembleData(data.to(self.ctx.device), augment=True)
+        trainer = Trainer(model, scheme, source, cfg, generator=self.gen("train"))
+        return trainer, scheme, G
+
+    def _stage_train(self) -> None:
+        trainer, _, _ = self._trainer()
+        if self.step > 0:
+            trainer.load_state_dict(_strip("trainer", self.arrays))
+        base = {k: v for k, v in self.arrays.items() if not k.startswith("trainer/")}
+        self.arrays = base
+        steps = trainer.config.steps
+        while self.step < steps:
+            loss = trainer.train_step()
+            self.step += 1
+            faults.maybe_kill("train_step")
+            if self.step % 20 == 0 or self.step == steps:
+                self._report(progress=self.step / steps, loss=float(loss))
+            if self.ctx.comm.any_true(trainer.out_of_time()):
+                self._log(f"training stopped by its time budget at step {self.step}")
+                break
+            if self.step < steps:
+                local = _prefixed("trainer", trainer.state_dict()) if self.ctx.comm.is_root else {}
+                self.checkpoint(local)
+        state = trainer.state_dict()
+        keep = {**base, **_prefixed("trainer", state),
+                "results/train/loss": np.asarray(trainer.loss_history, dtype=np.float64),
+                "results/train/steps": np.asarray(self.step, dtype=np.int64)}
+        self._advance("sample", keep)
+
+    # ---- stage 3: sampling and measurement ---------------------------------------------
+    def _stage_sample(self) -> None:
+        from rgdist.sample.solvers import solve
+
+        c = self.ctx.campaign
+        s = c.sample
+        trainer, scheme, G = self._trainer()
+        trainer.load_state_dict(_strip("trainer", self.arrays))
+        model = trainer.ema_model()
+        model.eval()
+        mdtype = next(model.parameters()).dtype
+
+        def score_fn(phi, t):
+            with torch.no_grad():
+                return model(phi.to(mdtype), t.to(mdtype)).to(phi.dtype)
+
+        n_chunks = -(-s.n_samples // s.batch_size)
+        mine = self._my_units(n_chunks)
+        times = scheme.time_grid(s.n_steps, kind=s.grid).to(self.ctx.device)
+        G = G.to(self.ctx.device)
+        accs = {}
+        # restore the finished chunks this rank owns under the current rank count
+        for c_idx in mine:
+            pre = f"chunk{c_idx:06d}"
+            if any(k.startswith(f"sample/{pre}/") for k in self.arrays):
+                accs[c_idx] = ObservableAccumulator.from_arrays(self.lattice, _strip(f"sample/{pre}", self.arrays))
+        base = {k: v for k, v in self.arrays.items() if not k.startswith("sample/")}
+        # rounds must be recomputed for the current rank count: a chunk is done iff restored
+        todo = [ci for ci in mine if ci not in accs]
+        n_rounds = max(len(todo), 0)
+        all_rounds = self.ctx.comm.allreduce_max(np.array([n_rounds], dtype=np.int64))[0]
+        self.step = 0
+        for r in range(int(all_rounds)):
+            if r < len(todo):
+                ci = todo[r]
+                n = min(s.batch_size, s.n_samples - ci * s.batch_size)
+                g = self.gen("sample", ci)
+                phi_T = scheme.sample_prior(n, g, G=G, dtype=self.dtype, device=self.ctx.device)
+                phi0, _ = solve(score_fn, scheme, phi_T, times, solver=s.solver, generator=g,
+                                denoise=s.denoise)
+                acc = ObservableAccumulator(self.lattice, c.measure.n_bins)
+                idx = torch.arange(ci * s.batch_size, ci * s.batch_size + n)
+                acc.update(phi0.detach().cpu(), idx % acc.n_bins)
+                accs[ci] = acc
+                faults.maybe_kill("sample_chunk")
+            self.step += 1
+            self._report(progress=(len(accs)) / max(len(mine), 1))
+            local = {}
+            for ci, acc in accs.items():
+                local.update(_prefixed(f"sample/chunk{ci:06d}", acc.to_arrays()))
+            self.arrays = base
+            if r + 1 < all_rounds:
+                self.checkpoint(local)
+        # combine in chunk order (identical float sums for any rank count)
+        local = {f"{ci:06d}/{k}": v for ci, acc in accs.items() for k, v in acc.to_arrays().items()}
+        parts = self.ctx.comm.allgather_arrays(local)
+        merged: dict[str, np.ndarray] = {}
+        for part in parts:
+            merged.update(part)
+        total = None
+        for ci in range(n_chunks):
+            a = ObservableAccumulator.from_arrays(self.lattice, _strip(f"{ci:06d}", merged))
+            total = a if total is None else total.merge(a)
+        hmc_acc = ObservableAccumulator.from_arrays(self.lattice, _strip("acc_hmc", base))
+        results = {**_prefixed("results/acc_hmc", hmc_acc.to_arrays()),
+                   **_prefixed("results/acc_diffusion", total.to_arrays()),
+                   "results/train/loss": base["results/train/loss"],
+                   "results/train/steps": base["results/train/steps"],
+                   "results/hmc/acceptance": base["hmc/acceptance"],
+                   "results/spectrum": G.cpu().numpy()}
+        self._advance("done", results)

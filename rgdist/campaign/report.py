@@ -1,0 +1,46 @@
+"""Plain-text tables of campaign results (what `rgdist run` prints at the end)."""
+from __future__ import annotations
+
+import math
+
+COLUMNS = (("chi", "chi"), ("binder", "U"), ("xi2", "xi2"), ("abs_m", "<|M|>"), ("lambda_R", "lam_R"))
+
+
+def fmt(v: float, e: float) -> str:
+    if not math.isfinite(v):
+        return "nan"
+    if not math.isfinite(e) or e <= 0:
+        return f"{v:.4g}"
+    digits = max(0, -int(math.floor(math.log10(e))) + 1)
+    return f"{v:.{digits}f}({round(e * 10**digits):d})" if digits <= 8 else f"{v:.3g}"
+
+
+def deviation(a, b) -> float:
+    """(a - b) / sqrt(ea^2 + eb^2) for [value, err] pairs."""
+    s = math.hypot(a[1], b[1])
+    return (a[0] - b[0]) / s if s > 0 and math.isfinite(s) else float("nan")
+
+
+def results_table(results: dict, campaign=None) -> str:
+    """One row per point and source; the diffusion rows carry the deviation from HMC in sigma."""
+    rows = [("point", "N", "lam", "m2", "source") + tuple(lbl for _, lbl in COLUMNS) + ("max|dev|/sigma",)]
+    order = sorted(results.items(), key=lambda kv: kv[1]["attrs"]["index"])
+    for pid, r in order:
+        a = r["attrs"]
+        N = "x".join(str(n) for n in a["shape"])
+        est = r["estimates"]
+        for src in ("hmc", "diffusion"):
+            if src not in est:
+                continue
+            e = est[src]
+            cells = [fmt(*e[k]) if k in e else "-" for k, _ in COLUMNS]
+            dev = ""
+            if src == "diffusion" and "hmc" in est:
+                devs = [abs(deviation(e[k], est["hmc"][k])) for k, _ in COLUMNS if k in e and k in est["hmc"]]
+                devs = [d for d in devs if math.isfinite(d)]
+                dev = f"{max(devs):.2f}" if devs else "nan"
+            rows.append((pid[:8], N, f"{a['lam']:g}", f"{a['m2']:g}", src, *cells, dev))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Campaign runner: split the grid over MPI ranks, run each point's pipeline, write results.
+
+Assignment: with R ranks and P points, ``n_groups = min(R, P)`` groups; rank r is in group
+``r % n_groups`` and the group owns the points with ``index % n_groups == group``. The ranks
+of a group share each of its points (sub-communicator). Which rank computes what never
+changes a number (see :mod:`rgdist.campaign.point`), so a campaign gives bitwise identical
+results for any rank count, and can be resumed with a different one.
+
+Run directory::
+
+    campaign.yaml            the campaign file as given
+    campaign.json            the resolved configuration (every default filled in)
+    lock                     held by the running job (see rgdist.io.lock)
+    points/<id>/ckpt-*.h5    checkpoints of each point, current.json points at the newest
+    status/<id>.json         stage and progress of each point (read by `rgdist status`)
+    logs/rank-XXXX.log       per-rank log
+    results.h5               the results (written collectively at the end)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from rgdist import exitcodes
+from rgdist.errors import ConfigError
+
+RESOLVED = "campaign.json"
+
+
+def assign_points(n_points: int, rank: int, size: int) -> tuple[int, list[int]]:
+    """(group, point indices of that group) for ``rank`` of ``size``."""
+    n_groups = max(1, min(size, n_points))
+    group = rank % n_groups
+    return group, [i for i in range(n_points) if i % n_groups == group]
+
+
+def select_points(points: list, selector: str | None) -> list:
+    """``--points i/K``: the points whose index % K == i (for SLURM job arrays)."""
+    if not selector:
+        return points
+    try:
+        i, k = (int(x) for x in selector.split("/"))
+    except ValueError:
+        raise ConfigError("--points", f"must look like i/K with integers 0 <= i < K, got {selector!r}") from None
+    if k < 1 or not 0 <= i < k:
+        raise ConfigError("--points", f"must satisfy 0 <= i < K, got {selector!r}")
+    return [p for p in points if p.index % k == i]
+
+
+class RankLog:
+    def __init__(self, path: Path | None, rank: int):
+        self.rank = rank
+        self.fh = open(path, "a", buffering=1) if path is not None else None
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} rank {self.rank}: {msg}"
+        if self.fh is not None:
+            self.fh.write(line + "\n")
+
+    def close(self):
+        if self.fh is not None:
+            self.fh.close()
+
+
+def prepare_run_dir(campaign, campaign_file: str | None, run_dir: Path, comm) -> None:
+    """Create the run directory (rank 0) or check that it holds this same campaign."""
+    err = None
+    if comm.is_root:
+        try:
+            resolved = run_dir / RESOLVED
+            if resolved.exists():
+                old = json.loads(resolved.read_text())
+                if old != campaign.to_dict():
+                    raise ConfigError("run_dir", f"{run_dir} holds a different campaign; "
+                                      "use another --run-dir or `rgdist resume` it")
+            else:
+                for sub in ("points", "status", "logs"):
+                    (run_dir / sub).mkdir(parents=True, exist_ok=True)
+                from rgdist.io.atomic import atomic_write_json
+
+                if campaign_file is not None:
+                    shutil.copyfile(campaign_file, run_dir / "campaign.yaml")
+                atomic_write_json(resolved, campaign.to_dict())
+        except ConfigError as exc:
+            err = [exc.path, str(exc)]
+    err = comm.bcast(err)
+    if err is not None:
+        raise ConfigError("", err[1])
+
+
+def load_run_dir(run_dir: Path):
+    from rgdist.campaign.spec import Campaign
+
+    resolved = run_dir / RESOLVED
+    if not run_dir.is_dir():
+        raise ConfigError("run_dir", f"{run_dir} is not a directory")
+    if not resolved.is_file():
+        raise ConfigError("run_dir", f"{run_dir} is not an rgdist run directory (no {RESOLVED})")
+    try:
+        data = json.loads(resolved.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError("run_dir", f"{resolved} is unreadable: {exc}") from None
+    return Campaign.from_dict(data)
+
+
+def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_selector=None,
+                 preempt=None, progress=True) -> dict:
+    """Run (or continue) ``campaign`` in ``run_dir`` on ``comm``; collective.
+
+    Returns ``{"status": "done"|"preempted", "results": {point_id: arrays}}`` on every rank.
+    """
+    from rgdist.campaign.point import PointContext, PointJob, Preempted
+    from rgdist.campaign.progress import ProgressReporter
+    from rgdist.io.checkpoint import CheckpointStore
+    from rgdist.io.results import write_results
+    from rgdist.parallel.device import choose_device, configure_threads
+
+    run_dir = Path(run_dir)
+    prepare_run_dir(campaign, campaign_file, run_dir, comm)
+    points = select_points(campaign.points(), points_selector)
+    group, mine = assign_points(len(points), comm.rank, comm.size)
+    sub = comm.split(group, comm.rank)
+    device = choose_device(comm.local_rank, campaign.resources.device)
+    configure_threads(comm.local_size)
+    log = RankLog(run_dir / "logs" / f"rank-{comm.rank:04d}.log", comm.rank)
+    log(f"start: {comm.size} ranks, group {group} of {min(comm.size, len(points))}, "
+        f"points {[points[i].point_id for i in mine]}, device {device}")
+    reporter = ProgressReporter(run_dir, [p.point_id for p in points], enabled=progress and comm.is_root)
+    status = "done"
+    results: dict = {}
+    try:
+        for i in mine:
+            p = points[i]
+            store = CheckpointStore(run_dir / "points" / p.point_id, sub, keep=campaign.checkpoint.keep)
+            ctx = PointContext(campaign=campaign, point=p, comm=sub, store=store, device=device,
+                               preempt=preempt, report=reporter.callback(p.point_id), log=log)
+            try:
+                results[p.point_id] = PointJob(ctx).run()
+            except Preempted:
+                log(f"pre-empted during point {p.point_id}; checkpoint written")
+                status = "preempted"
+                break
+            reporter.tick()
+    except Exception as exc:
+        if sub.is_root:
+            reporter.error(points[mine[0]].point_id if mine else "?", f"{type(exc).__name__}: {exc}")
+        log("error: " + traceback.format_exc())
+        raise
+    # agree on the outcome; only a complete campaign writes results
+    any_pre = comm.any_true(status == "preempted")
+    if any_pre:
+        reporter.close()
+        log.close()
+        return {"status": "preempted", "results": results}
+    owned = {pid: arr for pid, arr in results.items()} if sub.is_root else {}
+    all_results = write_results(run_dir / campaign.output.results, campaign, points, owned, comm)
+    reporter.close()
+    log("campaign complete")
+    log.close()
+    return {"status": "done", "results": all_results}
+
+
+def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> int:
+    """Entry of `rgdist run` / `rgdist resume`: lock, signals, guarded MPI execution."""
+    from rgdist.campaign.signals import PreemptionFlag
+    from rgdist.campaign.spec import load_campaign
+    from rgdist.io.lock import RunLock
+    from rgdist.parallel.comm import world
+
+    comm = world()
+    err = None
+    campaign = None
+    try:
+        if resume:
+            if run_dir is None:
+                raise ConfigError("run_dir", "resume needs a run directory")
+            campaign = load_run_dir(Path(run_dir))
+        else:
+            if campaign_file is None:
+                campaign_file = str(default_campaign_path())
+            campaign = load_campaign(campaign_file)
+            if run_dir is None:
+                run_dir = campaign.output.dir
+            rd = Path(run_dir)
+            if rd.exists() and (rd / RESOLVED).exists():
+                resume = True
+            elif rd.exists() and any(rd.iterdir()):
+                raise ConfigError("run_dir", f"{rd} exists, is not empty and is not an rgdist run directory")
+        if points is not None:
+            select_points(campaign.points(), points)
+    except ConfigError as exc:
+        err = str(exc)
+    errs = comm.allgather(err)
+    if any(errs):
+        raise ConfigError("", next(e for e in errs if e))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir) if comm.is_root else None
+    lock_err = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except Exception as exc:  # RunLockedError
+            lock_err = str(exc)
+    lock_err = comm.bcast(lock_err)
+    if lock_err is not None:
+        from rgdist.errors import RunLockedError
+
+        raise RunLockedError(lock_err)
+    try:
+        with PreemptionFlag() as flag:
+            from rgdist.parallel.comm import run_guarded
+
+            out = run_guarded(lambda: run_campaign(
+                campaign, run_dir, comm, campaign_file=None if resume else campaign_file,
+                points_selector=points, preempt=flag, progress=progress), comm)
+    finally:
+        if lock is not None:
+            lock.release()
+    if out["status"] == "preempted":
+        if comm.is_root:
+            print(f"pre-empted: checkpoint written; resume with `rgdist resume {run_dir}` "
+                  f"(exit code {exitcodes.REQUEUE})", file=sys.stderr)
+        return exitcodes.REQUEUE
+    if comm.is_root:
+        from rgdist.campaign.report import results_table
+
+        print(results_table(out["results"], campaign))
+    return exitcodes.OK
+
+
+def default_campaign_path() -> Path:
+    here = Path(__file__).resolve().parent.parent / "campaigns" / "default.yaml"
+    if here.exists():
+        return here
+    repo = Path(__file__).resolve().parents[2] / "campaigns" / "default.yaml"
+    return repo

@@ -1,0 +1,141 @@
+"""The campaign results file (layout version 1), written collectively at the end of a run.
+
+Layout::
+
+    /                         attrs: rgdist_layout=1, rgdist_version, schema_version,
+                                     campaign (resolved configuration as JSON text), n_points
+    /points/<point_id>/       attrs: index, shape, d, m2, lam, kappa, lam_h, point_id
+        estimates/<source>/<name>   float64 [value, error]   (source: hmc | diffusion)
+        estimates/<source>/g2       float64 (2, *shape): G2(p) and its error, fftn order
+        acc_<source>/...            the raw mergeable accumulators (per-bin power sums)
+        train/loss, train/steps     training loss history
+        hmc/acceptance              per HMC block
+        spectrum                    measured G2(p) of the training data
+        <extra>/...                 e.g. flow/... and mh/... written by later stages
+
+Every dataset carries its sha256 as attribute ``sha256``. Nothing time- or host-dependent is
+stored here, so two runs of the same campaign give identical contents (timings and logs
+live in the run directory's logs/ and status/).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rgdist import __version__
+from rgdist.io.h5 import dataset_names, open_h5, read_arrays, read_attrs, write_attrs, write_owned
+from rgdist.lattice import Lattice
+from rgdist.measure import ObservableAccumulator
+
+SOURCES = ("hmc", "diffusion")
+
+
+def estimates_from_arrays(arrays: dict, shape) -> dict[str, dict]:
+    """{source: {name: (value, err)}} from a point's raw accumulator arrays."""
+    lat = Lattice(tuple(shape))
+    out = {}
+    for src in SOURCES:
+        pre = f"acc_{src}/"
+        acc_arrays = {k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}
+        if acc_arrays:
+            out[src] = ObservableAccumulator.from_arrays(lat, acc_arrays).estimate()
+    return out
+
+
+def _estimate_arrays(est: dict[str, dict]) -> dict[str, np.ndarray]:
+    out = {}
+    for src, values in est.items():
+        for name, (v, e) in values.items():
+            out[f"estimates/{src}/{name}"] = np.stack([np.asarray(v, dtype=np.float64),
+                                                       np.asarray(e, dtype=np.float64)])
+    return out
+
+
+def _scalars(est: dict[str, dict]) -> dict:
+    return {src: {k: [float(v), float(e)] for k, (v, e) in vals.items() if np.ndim(v) == 0}
+            for src, vals in est.items()}
+
+
+def point_attrs(p) -> dict:
+    return {"index": int(p.index), "point_id": p.point_id, "shape": [int(n) for n in p.shape],
+            "d": len(p.shape), "m2": float(p.m2), "lam": float(p.lam),
+            "kappa": float("nan") if p.kappa is None else float(p.kappa),
+            "lam_h": float("nan") if p.lam_h is None else float(p.lam_h)}
+
+
+def write_results(path: Path, campaign, points: list, owned: dict[str, dict], comm) -> dict:
+    """Collective. ``owned``: {point_id: arrays} of the points this rank writes.
+
+    Returns on every rank {point_id: {"attrs": ..., "estimates": {source: {name: [v, e]}}}}.
+    """
+    by_id = {p.point_id: p for p in points}
+    local, summary = {}, {}
+    for pid, arrays in owned.items():
+        est = estimates_from_arrays(arrays, by_id[pid].shape)
+        for k, v in {**arrays, **_estimate_arrays(est)}.items():
+            local[f"points/{pid}/{k}"] = np.asarray(v)
+        summary[pid] = _scalars(est)
+    gathered = comm.allgather(summary)
+    merged = {}
+    for part in gathered:
+        merged.update(part)
+    tmp = Path(str(path) + ".partial")
+    f = open_h5(tmp, "w", comm)
+    try:
+        write_owned(f, local, comm)
+        write_attrs(f, {"rgdist_version": __version__, "schema_version": int(campaign.schema_version),
+                        "campaign": json.dumps(campaign.to_dict(), sort_keys=True),
+                        "n_points": len(points)}, comm)
+        for p in points:
+            if p.point_id in merged:
+                write_attrs(f, point_attrs(p), comm, path=f"points/{p.point_id}")
+    finally:
+        if f is not None:
+            f.close()
+    comm.barrier()
+    if comm.is_root:
+        import os
+
+        os.replace(tmp, path)
+    comm.barrier()
+    return {pid: {"attrs": point_attrs(by_id[pid]), "estimates": merged[pid]} for pid in merged}
+
+
+def read_results(path) -> dict:
+    """Serial read: {"attrs": root attrs, "points": {id: {"attrs", "arrays"}}}."""
+    from rgdist.parallel.comm import Comm
+
+    f = open_h5(path, "r", Comm.serial())
+    try:
+        out = {"attrs": read_attrs(f), "points": {}}
+        if "points" in f:
+            for pid in sorted(f["points"]):
+                out["points"][pid] = {"attrs": read_attrs(f["points"][pid]),
+                                      "arrays": read_arrays(f, f"points/{pid}")}
+    finally:
+        f.close()
+    return out
+
+
+def content_digest(path) -> dict[str, str]:
+    """{dataset or attribute path: sha256 of its value} — for bitwise comparisons of runs."""
+    import hashlib
+
+    from rgdist.parallel.comm import Comm
+
+    f = open_h5(path, "r", Comm.serial())
+    try:
+        out = {}
+        for n in dataset_names(f):
+            a = np.ascontiguousarray(f[n][()])
+            out[n] = hashlib.sha256(a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+        def visit(name, obj):
+            for k, v in read_attrs(obj).items():
+                out[f"{name}@{k}"] = hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
+        visit("/", f)
+        f.visititems(visit)
+        return out
+    finally:
+        f.close()

@@ -1,0 +1,51 @@
+"""Observables and statistics (SPEC section 3): torch per-configuration observables,
+numpy ensemble formulas, a mergeable jackknife accumulator, and the Gamma method."""
+from rgdist.measure.accumulators import ObservableAccumulator
+from rgdist.measure.observables import (
+    binder_cumulant,
+    connected_susceptibility,
+    correlation_length,
+    ensemble_observables,
+    field_renormalization,
+    magnetization,
+    max_abs,
+    renormalized_coupling,
+    renormalized_mass,
+    susceptibility,
+    to_physical_mass,
+    two_point,
+    xi2_squared,
+)
+from rgdist.measure.stats import (
+    autocovariance,
+    binned,
+    bootstrap,
+    effective_sample_size,
+    jackknife,
+    jackknife_samples,
+    tau_int,
+)
+
+__all__ = [
+    "ObservableAccumulator",
+    "autocovariance",
+    "binder_cumulant",
+    "binned",
+    "bootstrap",
+    "connected_susceptibility",
+    "correlation_length",
+    "effective_sample_size",
+    "ensemble_observables",
+    "field_renormalization",
+    "jackknife",
+    "jackknife_samples",
+    "magnetization",
+    "max_abs",
+    "renormalized_coupling",
+    "renormalized_mass",
+    "susceptibility",
+    "tau_int",
+    "to_physical_mass",
+    "two_point",
+    "xi2_squared",
+]
