@@ -18,6 +18,7 @@ A checkpoint is taken every ``checkpoint.every_steps`` steps or ``every_seconds`
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from rgdist.measure import ObservableAccumulator
 from rgdist.seeding import torch_generator
 
 STAGES = ("hmc", "train", "sample", "done")
+_RANK_PREFIX = re.compile(r"^rank\d+/")
 
 
 class Preempted(Exception):
@@ -107,7 +109,8 @@ class PointJob:
         due, pre = self._due(force)
         if not due:
             return
-        arrays = dict(local_arrays)
+        r = self.ctx.comm.rank
+        arrays = {f"rank{r}/{k}": v for k, v in local_arrays.items()}
         if self.ctx.comm.is_root:
             arrays.update(self.arrays)
         self._tag += 1
@@ -120,10 +123,12 @@ class PointJob:
 
     def resume(self) -> bool:
         """Load the current checkpoint if there is one. Returns True when resumed."""
-        got = self.ctx.store.load_latest()
+        got = self.ctx.store.load_latest(all_ranks=True)
         if got is None:
             return False
-        tag, arrays, attrs = got
+        tag, raw, attrs = got
+        # per-rank arrays are keyed by work unit, so any rank count can take them over
+        arrays = {(k.split("/", 1)[1] if _RANK_PREFIX.match(k) else k): v for k, v in raw.items()}
         self._tag = int(tag)
         self.stage = str(attrs["stage"])
         self.step = int(attrs["step"])
