@@ -73,7 +73,7 @@ class PointJob:
         self.lattice = Lattice(tuple(p.shape))
         self.action = Phi4Action(p.m2, p.lam, self.lattice.d)
         self.seed = int(c.seed)
-        self.index = int(p.index)
+        self.key = int(p.seed_key)  # stable: does not depend on the point's place in the grid
         self.dtype = torch.float64
         self.stage = "hmc"
         self.step = 0
@@ -83,7 +83,7 @@ class PointJob:
 
     # ------------------------------------------------------------------ helpers
     def gen(self, *path) -> torch.Generator:
-        return torch_generator(self.seed, self.index, *path, device=self.ctx.device)
+        return torch_generator(self.seed, self.key, *path, device=self.ctx.device)
 
     def _log(self, msg: str) -> None:
         if self.ctx.log is not None:
@@ -299,7 +299,7 @@ class PointJob:
 
         n_chunks = -(-s.n_samples // s.batch_size)
         mine = self._my_units(n_chunks)
-        times = scheme.time_grid(s.n_steps, kind=s.grid).to(self.ctx.device)
+        times = scheme.time_grid(s.n_steps, kind=s.grid, t_min=c.scheme.t_min).to(self.ctx.device)
         G = G.to(self.ctx.device)
         accs = {}
         # restore the finished chunks this rank owns under the current rank count

@@ -32,9 +32,16 @@ from rgdist.errors import ConfigError
 RESOLVED = "campaign.json"
 
 
-def assign_points(n_points: int, rank: int, size: int) -> tuple[int, list[int]]:
-    """(group, point indices of that group) for ``rank`` of ``size``."""
-    n_groups = max(1, min(size, n_points))
+def assign_points(n_points: int, rank: int, size: int, ranks_per_point="auto") -> tuple[int, list[int]]:
+    """(group, point indices of that group) for ``rank`` of ``size``.
+
+    ``ranks_per_point="auto"``: as many groups as points (at most one per rank); an integer
+    k asks for groups of at least k ranks (``size // k`` groups).
+    """
+    if ranks_per_point == "auto":
+        n_groups = max(1, min(size, n_points))
+    else:
+        n_groups = max(1, min(n_points, size // int(ranks_per_point)))
     group = rank % n_groups
     return group, [i for i in range(n_points) if i % n_groups == group]
 
@@ -123,13 +130,19 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     run_dir = Path(run_dir)
     prepare_run_dir(campaign, campaign_file, run_dir, comm)
     points = select_points(campaign.points(), points_selector)
-    group, mine = assign_points(len(points), comm.rank, comm.size)
+    group, mine = assign_points(len(points), comm.rank, comm.size, campaign.resources.ranks_per_point)
     sub = comm.split(group, comm.rank)
     device = choose_device(comm.local_rank, campaign.resources.device)
-    configure_threads(comm.local_size)
+    threads = campaign.resources.threads
+    if threads == "auto":
+        threads = configure_threads(comm.local_size)
+    else:
+        import torch
+
+        torch.set_num_threads(int(threads))
     log = RankLog(run_dir / "logs" / f"rank-{comm.rank:04d}.log", comm.rank)
     log(f"start: {comm.size} ranks, group {group} of {min(comm.size, len(points))}, "
-        f"points {[points[i].point_id for i in mine]}, device {device}")
+        f"points {[points[i].point_id for i in mine]}, device {device}, threads {threads}")
     reporter = ProgressReporter(run_dir, [p.point_id for p in points], enabled=progress and comm.is_root)
     status = "done"
     results: dict = {}

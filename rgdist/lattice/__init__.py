@@ -16,3 +16,8 @@ __all__ = [
     "standard_to_hopping",
     "laplacian",
 ]
+
+from rgdist.lattice.hmc import HMC, integrate
+from rgdist.lattice.metropolis import LocalMetropolis
+
+__all__ += ["HMC", "integrate", "LocalMetropolis"]

@@ -1,0 +1,468 @@
+"""Batched Hybrid Monte Carlo for the lattice phi^4 action (the ground-truth sampler).
+
+Every chain is independent: one momentum refresh, one molecular-dynamics trajectory and one
+Metropolis accept/reject per chain and trajectory.
+
+Hamiltonian (pi the conjugate momentum field, M a positive operator diagonal in momentum space)
+
+    H(phi, pi) = 1/2 pi^T M^{-1} pi + S[phi],      pi ~ N(0, M),
+    d phi/dt = M^{-1} pi,   d pi/dt = F(phi) = -dS/dphi.
+
+* Plain HMC: M = 1.
+* Fourier acceleration: M has the eigenvalues M(p) = phat^2 + fa_mass2, so
+  1/2 pi^T M^{-1} pi = (1/2V) sum_p |pi~(p)|^2 / M(p), and pi = ifft(sqrt(M(p)) fft(xi)) with
+  xi white. Normalization: for the free theory with fa_mass2 = m2 every mode then oscillates
+  with the same angular frequency omega(p) = sqrt((phat^2 + m2)/M(p)) = 1, so a trajectory of
+  length pi/2 decorrelates every free mode at once, and the leapfrog stability bound is
+  step_size < 2 for all modes (plain HMC: step_size < 2/sqrt(4d + m2), set by the UV).
+
+Integrators (both symmetric, hence exactly reversible and volume preserving; both have
+energy error dH = O(step_size^2) at fixed trajectory length):
+
+* leapfrog: P(eps/2) Q(eps) P(eps/2)                    (1 force evaluation per step)
+* omelyan (2nd-order minimum norm):
+  P(l eps) Q(eps/2) P((1-2l) eps) Q(eps/2) P(l eps), l = 0.1931833275037836
+                                                       (2 force evaluations per step)
+with P(h): pi += h F(phi) and Q(h): phi += h M^{-1} pi. Adjacent P half steps are merged.
+
+Step-size adaptation (only inside :meth:`HMC.thermalize`): the trajectory length
+tau = step_size * n_steps given at construction is KEPT FIXED; dual averaging (Nesterov;
+Hoffman & Gelman's form) drives a continuous step eps_c toward the target acceptance
+(the mean over chains of min(1, exp(-dH))), and the integrator uses
+n_steps = ceil(tau / eps_c), step_size = tau / n_steps. At the end of thermalize the averaged
+iterate is frozen the same way; sampling never adapts. Adaptation state is part of
+``state_dict`` so thermalization in chunks is bitwise identical to one call.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from rgdist.lattice.action import Phi4Action
+from rgdist.lattice.geometry import Lattice
+from rgdist.seeding import generator_state, set_generator_state
+
+INTEGRATORS = ("leapfrog", "omelyan")
+OMELYAN_LAMBDA = 0.1931833275037836
+
+
+# --------------------------------------------------------------------------- validation
+def _positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _positive_float(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def _unit_interval(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1), got {value}")
+    return value
+
+
+def check_sampler_args(action, lattice, n_chains, generator, device, dtype) -> tuple:
+    """Validate what HMC and LocalMetropolis share; returns (n_chains, device, dtype)."""
+    if not isinstance(action, Phi4Action):
+        raise ValueError(f"action must be a Phi4Action, got {type(action).__name__}")
+    if not isinstance(lattice, Lattice):
+        raise ValueError(f"lattice must be a Lattice, got {type(lattice).__name__}")
+    if action.d != lattice.d:
+        raise ValueError(f"action.d = {action.d} does not match lattice.d = {lattice.d}")
+    n_chains = _positive_int("n_chains", n_chains)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    device = torch.device(device)
+    if generator.device.type != device.type:
+        raise ValueError(
+            f"generator lives on {generator.device} but device is {device}; "
+            "make the generator on the sampler's device"
+        )
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return n_chains, device, dtype
+
+
+def initial_fields(lattice: Lattice, n_chains: int, phi0, generator, device, dtype) -> torch.Tensor:
+    """phi0 (validated and copied) or, if None, a hot start: unit white noise per site."""
+    if phi0 is None:
+        return lattice.white_noise(n_chains, generator, device, dtype)
+    phi0 = lattice.check_field(phi0, "phi0")
+    if phi0.shape[0] != n_chains:
+        raise ValueError(f"phi0 must hold n_chains = {n_chains} fields, got {phi0.shape[0]}")
+    if not torch.isfinite(phi0).all():
+        raise ValueError("phi0 must be finite")
+    return phi0.detach().to(device=device, dtype=dtype).clone()
+
+
+def _scalar(x) -> np.ndarray:
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------- kinetic term
+class Kinetic:
+    """Kinetic term 1/2 pi^T M^{-1} pi, M = 1 or M(p) = phat^2 + fa_mass2 (Fourier accel.)."""
+
+    def __init__(self, lattice: Lattice, mass: torch.Tensor | None = None):
+        self.lattice = lattice
+        self.mass = mass
+        if mass is not None:
+            self.inv_mass = 1.0 / mass
+            self.sqrt_mass = mass.sqrt()
+
+    @classmethod
+    def fourier(cls, lattice: Lattice, fa_mass2: float, device, dtype) -> "Kinetic":
+        return cls(lattice, lattice.phat2(device, dtype) + fa_mass2)
+
+    def draw(self, n: int, generator: torch.Generator, device, dtype) -> torch.Tensor:
+        """pi ~ N(0, M)."""
+        xi = self.lattice.white_noise(n, generator, device, dtype)
+        return xi if self.mass is None else self.lattice.filter(xi, self.sqrt_mass)
+
+    def velocity(self, pi: torch.Tensor) -> torch.Tensor:
+        """d phi / dt = M^{-1} pi."""
+        return pi if self.mass is None else self.lattice.filter(pi, self.inv_mass)
+
+    def energy(self, pi: torch.Tensor) -> torch.Tensor:
+        """1/2 pi^T M^{-1} pi per configuration."""
+        dims = tuple(range(1, pi.dim()))
+        return 0.5 * (pi * self.velocity(pi)).sum(dims)
+
+
+# --------------------------------------------------------------------------- integrators
+def integrate(
+    phi: torch.Tensor,
+    pi: torch.Tensor,
+    force: Callable[[torch.Tensor], torch.Tensor],
+    step_size: float,
+    n_steps: int,
+    integrator: str = "leapfrog",
+    velocity: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Molecular-dynamics trajectory of n_steps steps of size step_size; inputs untouched.
+
+    ``force(phi) = -dS/dphi``, ``velocity(pi) = M^{-1} pi`` (identity if None). Reversible:
+    integrate(*integrate(phi, pi) with pi -> -pi) returns (phi, -pi) up to round-off.
+    """
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
+    n_steps = _positive_int("n_steps", n_steps)
+    eps = _positive_float("step_size", step_size)
+    vel = velocity if velocity is not None else (lambda p: p)
+    if integrator == "leapfrog":
+        pi = pi + 0.5 * eps * force(phi)
+        for k in range(n_steps):
+            phi = phi + eps * vel(pi)
+            kick = eps if k < n_steps - 1 else 0.5 * eps
+            pi = pi + kick * force(phi)
+        return phi, pi
+    lam = OMELYAN_LAMBDA
+    pi = pi + lam * eps * force(phi)
+    for k in range(n_steps):
+        phi = phi + 0.5 * eps * vel(pi)
+        pi = pi + (1 - 2 * lam) * eps * force(phi)
+        phi = phi + 0.5 * eps * vel(pi)
+        kick = 2 * lam * eps if k < n_steps - 1 else lam * eps
+        pi = pi + kick * force(phi)
+    return phi, pi
+
+
+# --------------------------------------------------------------------------- adaptation
+class DualAveraging:
+    """Dual-averaging step-size adaptation on log(step) toward a target acceptance.
+
+    h_t = (1 - 1/(t + t0)) h_{t-1} + (target - a_t)/(t + t0),
+    log eps_t = mu - sqrt(t)/gamma * h_t,
+    log eps_bar_t = t^-kappa log eps_t + (1 - t^-kappa) log eps_bar_{t-1},
+    mu = log(10 eps_0); eps_t is used while adapting, eps_bar is the frozen result.
+    """
+
+    GAMMA, T0, KAPPA = 0.05, 10.0, 0.75
+    KEYS = ("t", "h", "log_eps", "log_eps_bar", "mu")
+
+    def __init__(self, step0: float, target: float, lo: float, hi: float):
+        self.target, self.lo, self.hi = target, math.log(lo), math.log(hi)
+        self.reset(step0)
+
+    def reset(self, step0: float) -> None:
+        self.t, self.h = 0, 0.0
+        self.log_eps = self.log_eps_bar = math.log(step0)
+        self.mu = math.log(10 * step0)
+
+    def update(self, accept_rate: float) -> float:
+        """Feed one mean acceptance; returns the next step to use."""
+        if not math.isfinite(accept_rate):
+            accept_rate = 0.0
+        self.t += 1
+        w = 1.0 / (self.t + self.T0)
+        self.h = (1 - w) * self.h + w * (self.target - accept_rate)
+        log_eps = self.mu - math.sqrt(self.t) / self.GAMMA * self.h
+        self.log_eps = min(max(log_eps, self.lo), self.hi)
+        eta = self.t ** (-self.KAPPA)
+        self.log_eps_bar = eta * self.log_eps + (1 - eta) * self.log_eps_bar
+        return math.exp(self.log_eps)
+
+    @property
+    def step(self) -> float:
+        return math.exp(self.log_eps)
+
+    @property
+    def final_step(self) -> float:
+        return math.exp(self.log_eps_bar)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: _scalar(getattr(self, k)) for k in self.KEYS}
+
+    def load(self, d: dict) -> None:
+        self.t = int(d["t"])
+        for k in self.KEYS[1:]:
+            setattr(self, k, float(d[k]))
+
+
+# --------------------------------------------------------------------------- HMC
+class HMC:
+    """Batched HMC of ``n_chains`` independent chains of ``action`` on ``lattice``.
+
+    ``phi0=None`` starts hot (unit white noise from ``generator``). See the module docstring
+    for the Hamiltonian, integrators, Fourier acceleration (fa_mass2 defaults to action.m2,
+    and must be given when m2 <= 0) and the step-size adaptation (fixed trajectory length).
+    """
+
+    def __init__(self, action: Phi4Action, lattice: Lattice, n_chains: int, *,
+                 step_size: float = 0.1, n_steps: int = 10, integrator: str = "leapfrog",
+                 fourier_accel: bool = False, fa_mass2: float | None = None,
+                 target_accept: float = 0.9, generator: torch.Generator,
+                 device="cpu", dtype=torch.float64, phi0: torch.Tensor | None = None):
+        self.n_chains, self.device, self.dtype = check_sampler_args(
+            action, lattice, n_chains, generator, device, dtype)
+        self.action, self.lattice, self.generator = action, lattice, generator
+        self.step_size = _positive_float("step_size", step_size)
+        self.n_steps = _positive_int("n_steps", n_steps)
+        if integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
+        self.integrator = integrator
+        if not isinstance(fourier_accel, bool):
+            raise ValueError(f"fourier_accel must be True or False, got {fourier_accel!r}")
+        self.fourier_accel = fourier_accel
+        if fourier_accel:
+            if fa_mass2 is None:
+                if action.m2 <= 0:
+                    raise ValueError(
+                        f"fa_mass2 must be given (a finite number > 0) with fourier_accel=True "
+                        f"when m2 <= 0 (m2 = {action.m2})")
+                fa_mass2 = action.m2
+            self.fa_mass2 = _positive_float("fa_mass2", fa_mass2)
+            self.kinetic = Kinetic.fourier(lattice, self.fa_mass2, self.device, self.dtype)
+        else:
+            if fa_mass2 is not None:
+                _positive_float("fa_mass2", fa_mass2)
+            self.fa_mass2 = float("nan")
+            self.kinetic = Kinetic(lattice)
+        self.target_accept = _unit_interval("target_accept", target_accept)
+        self.traj_length = self.step_size * self.n_steps
+        self.adapter = DualAveraging(self.step_size, self.target_accept,
+                                     lo=self.traj_length * 1e-4, hi=self.traj_length)
+        self.phi = initial_fields(lattice, self.n_chains, phi0, generator, self.device, self.dtype)
+        self.n_traj = 0
+        self.reset_stats()
+
+    # ---------------------------------------------------------------- dynamics
+    def hamiltonian(self, phi: torch.Tensor, pi: torch.Tensor) -> torch.Tensor:
+        """H = 1/2 pi^T M^{-1} pi + S[phi] per chain."""
+        return self.kinetic.energy(pi) + self.action(phi)
+
+    def integrate(self, phi: torch.Tensor, pi: torch.Tensor, step_size: float | None = None,
+                  n_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One MD trajectory with this sampler's integrator and kinetic term."""
+        return integrate(phi, pi, self.action.force,
+                         self.step_size if step_size is None else step_size,
+                         self.n_steps if n_steps is None else n_steps,
+                         self.integrator, self.kinetic.velocity)
+
+    def draw_momenta(self) -> torch.Tensor:
+        return self.kinetic.draw(self.n_chains, self.generator, self.device, self.dtype)
+
+    @torch.no_grad()
+    def trajectory(self) -> dict[str, torch.Tensor]:
+        """One trajectory for every chain.
+
+        Returns ``accepted`` (bool, per chain), ``dH`` (H_end - H_start, per chain) and
+        ``acc_prob`` = min(1, exp(-dH)) (0 where dH is not finite).
+        """
+        pi = self.draw_momenta()
+        h0 = self.hamiltonian(self.phi, pi)
+        phi1, pi1 = self.integrate(self.phi, pi)
+        dh = self.hamiltonian(phi1, pi1) - h0
+        log_u = torch.rand(self.n_chains, generator=self.generator, device=self.device,
+                           dtype=self.dtype).log()
+        finite = torch.isfinite(dh)
+        accepted = finite & (log_u < -dh)
+        mask = accepted.view((-1,) + (1,) * self.lattice.d)
+        self.phi = torch.where(mask, phi1, self.phi)
+        acc_prob = torch.where(finite, torch.exp(-dh.clamp_min(0)), torch.zeros_like(dh))
+        self.n_traj += 1
+        self._n_stats += 1
+        self._accept_count += accepted.to(torch.int64)
+        self._acc_prob_sum += acc_prob
+        self._dh_sum += torch.where(finite, dh, torch.zeros_like(dh))
+        self._exp_mdh_sum += torch.where(finite, torch.exp(-dh), torch.zeros_like(dh))
+        return {"accepted": accepted, "dH": dh, "acc_prob": acc_prob}
+
+    def _set_step(self, eps: float) -> None:
+        self.n_steps = max(1, math.ceil(self.traj_length / eps - 1e-9))
+        self.step_size = self.traj_length / self.n_steps
+
+    def thermalize(self, n_traj: int, adapt: bool = True) -> dict[str, float]:
+        """Run n_traj trajectories; with ``adapt`` tune the step at fixed trajectory length.
+
+        The adaptation continues across calls (its state is checkpointed); at the end of
+        each call the averaged step is frozen. Acceptance statistics are reset afterwards.
+        Returns the acceptance over the call and the frozen step_size and n_steps.
+        """
+        n_traj = _positive_int("n_traj", n_traj, 0)
+        acc_sum = 0.0
+        for _ in range(n_traj):
+            if adapt:
+                self._set_step(self.adapter.step)
+            out = self.trajectory()
+            rate = float(out["acc_prob"].mean())
+            acc_sum += rate
+            if adapt:
+                self.adapter.update(rate)
+        if adapt and self.adapter.t > 0:
+            self._set_step(self.adapter.final_step)
+        self.reset_stats()
+        return {"acceptance": acc_sum / max(n_traj, 1), "step_size": self.step_size,
+                "n_steps": self.n_steps}
+
+    def iter_samples(self, n_traj: int, thin: int = 1) -> Iterator[torch.Tensor]:
+        """Yield a copy of the fields (n_chains, *shape) after every ``thin``-th trajectory."""
+        n_traj = _positive_int("n_traj", n_traj, 0)
+        thin = _positive_int("thin", thin)
+        for k in range(1, n_traj + 1):
+            self.trajectory()
+            if k % thin == 0:
+                yield self.phi.clone()
+
+    def sample(self, n_traj: int, thin: int = 1) -> torch.Tensor:
+        """Run n_traj trajectories; returns the kept fields, shape (n_traj // thin, n_chains, *shape)."""
+        kept = list(self.iter_samples(n_traj, thin))
+        if not kept:
+            return self.phi.new_empty((0, self.n_chains, *self.lattice.shape))
+        return torch.stack(kept)
+
+    # ---------------------------------------------------------------- statistics
+    def reset_stats(self) -> None:
+        z = torch.zeros(self.n_chains, device=self.device, dtype=self.dtype)
+        self._n_stats = 0
+        self._accept_count = torch.zeros(self.n_chains, device=self.device, dtype=torch.int64)
+        self._acc_prob_sum, self._dh_sum, self._exp_mdh_sum = z.clone(), z.clone(), z.clone()
+
+    def stats(self) -> dict:
+        """Acceptance statistics since the last reset (per chain arrays and overall means)."""
+        n = max(self._n_stats, 1)
+        acc = (self._accept_count.to(self.dtype) / n).cpu().numpy()
+        exp_mdh = (self._exp_mdh_sum / n).cpu().numpy()
+        return {"n_traj": self._n_stats, "acceptance": float(acc.mean()),
+                "acceptance_per_chain": acc,
+                "acc_prob": float((self._acc_prob_sum / n).mean()),
+                "mean_dH": float((self._dh_sum / n).mean()),
+                "mean_exp_minus_dH": float(exp_mdh.mean()),
+                "exp_minus_dH_per_chain": exp_mdh}
+
+    # ---------------------------------------------------------------- checkpoints
+    def _config(self) -> dict[str, np.ndarray]:
+        return {
+            "config/shape": np.asarray(self.lattice.shape, dtype=np.int64),
+            "config/n_chains": _scalar(np.int64(self.n_chains)),
+            "config/m2": _scalar(self.action.m2), "config/lam": _scalar(self.action.lam),
+            "config/integrator": _scalar(np.int64(INTEGRATORS.index(self.integrator))),
+            "config/fourier_accel": _scalar(np.int64(self.fourier_accel)),
+            "config/fa_mass2": _scalar(self.fa_mass2),
+        }
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue bit for bit, as named numpy arrays (no pickle)."""
+        d = self._config()
+        d.update({
+            "phi": self.phi.cpu().numpy().copy(),
+            "generator": generator_state(self.generator),
+            "step_size": _scalar(self.step_size),
+            "n_steps": _scalar(np.int64(self.n_steps)),
+            "traj_length": _scalar(self.traj_length),
+            "target_accept": _scalar(self.target_accept),
+            "n_traj": _scalar(np.int64(self.n_traj)),
+            "stats/n": _scalar(np.int64(self._n_stats)),
+            "stats/accept_count": self._accept_count.cpu().numpy().copy(),
+            "stats/acc_prob_sum": self._acc_prob_sum.cpu().numpy().copy(),
+            "stats/dH_sum": self._dh_sum.cpu().numpy().copy(),
+            "stats/exp_minus_dH_sum": self._exp_mdh_sum.cpu().numpy().copy(),
+        })
+        d.update({f"adapt/{k}": v for k, v in self.adapter.state().items()})
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore a :meth:`state_dict`; the configuration must match this sampler's.
+
+        Restores the fields, generator, step_size, n_steps, trajectory length, target
+        acceptance, counters, statistics and adaptation state.
+        """
+        check_config(self._config(), d)
+        check_keys(d, self.state_dict().keys())
+        if np.shape(d["phi"]) != (self.n_chains, *self.lattice.shape):
+            raise ValueError(f"state dict 'phi' has shape {np.shape(d['phi'])}, expected "
+                             f"{(self.n_chains, *self.lattice.shape)}")
+        self.phi = torch.as_tensor(np.asarray(d["phi"]), dtype=self.dtype).to(self.device).clone()
+        set_generator_state(self.generator, d["generator"])
+        self.step_size = float(d["step_size"])
+        self.n_steps = int(d["n_steps"])
+        self.traj_length = float(d["traj_length"])
+        self.target_accept = _unit_interval("target_accept", d["target_accept"])
+        self.adapter.target = self.target_accept
+        self.adapter.lo = math.log(self.traj_length * 1e-4)
+        self.adapter.hi = math.log(self.traj_length)
+        self.n_traj = int(d["n_traj"])
+        self._n_stats = int(d["stats/n"])
+        as_t = lambda k, dt: torch.as_tensor(np.asarray(d[k]), dtype=dt).to(self.device).clone()
+        self._accept_count = as_t("stats/accept_count", torch.int64)
+        self._acc_prob_sum = as_t("stats/acc_prob_sum", self.dtype)
+        self._dh_sum = as_t("stats/dH_sum", self.dtype)
+        self._exp_mdh_sum = as_t("stats/exp_minus_dH_sum", self.dtype)
+        self.adapter.load({k: d[f"adapt/{k}"] for k in DualAveraging.KEYS})
+
+
+def check_keys(d: dict, keys) -> None:
+    missing = sorted(set(keys) - set(d))
+    if missing:
+        raise ValueError(f"state dict lacks {missing}")
+
+
+def check_config(expected: dict[str, np.ndarray], d: dict) -> None:
+    """Raise ValueError if a state dict lacks keys or was made with another configuration."""
+    if not isinstance(d, dict):
+        raise ValueError(f"state dict must be a dict, got {type(d).__name__}")
+    for key, want in expected.items():
+        if key not in d:
+            raise ValueError(f"state dict lacks {key!r}")
+        got = np.asarray(d[key])
+        equal_nan = want.dtype.kind == "f" and got.dtype.kind == "f"
+        if got.shape != want.shape or not np.array_equal(got, want, equal_nan=equal_nan):
+            raise ValueError(f"state dict {key!r} = {got} does not match this sampler's {want}")
