@@ -30,6 +30,12 @@ from rgdist import exitcodes
 from rgdist.errors import ConfigError
 
 RESOLVED = "campaign.json"
+SELECTION = "points_selector"  #: the --points subset of a run, kept so that resume keeps it
+
+
+def _launcher_file(name: str) -> bool:
+    """Files a batch system puts in a run directory before the job starts."""
+    return name == "job.sbatch" or (name.startswith("slurm-") and name.endswith(".out"))
 
 
 def assign_points(n_points: int, rank: int, size: int, ranks_per_point="auto") -> tuple[int, list[int]]:
@@ -74,7 +80,7 @@ class RankLog:
             self.fh.close()
 
 
-def prepare_run_dir(campaign, campaign_file: str | None, run_dir: Path, comm) -> None:
+def prepare_run_dir(campaign, campaign_file: str | None, run_dir: Path, comm, points_selector=None) -> None:
     """Create the run directory (rank 0) or check that it holds this same campaign."""
     err = None
     if comm.is_root:
@@ -92,6 +98,8 @@ def prepare_run_dir(campaign, campaign_file: str | None, run_dir: Path, comm) ->
 
                 if campaign_file is not None:
                     shutil.copyfile(campaign_file, run_dir / "campaign.yaml")
+                if points_selector:
+                    (run_dir / SELECTION).write_text(points_selector + "\n")
                 atomic_write_json(resolved, campaign.to_dict())
         except ConfigError as exc:
             err = [exc.path, str(exc)]
@@ -128,7 +136,7 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     from rgdist.parallel.device import choose_device, configure_threads
 
     run_dir = Path(run_dir)
-    prepare_run_dir(campaign, campaign_file, run_dir, comm)
+    prepare_run_dir(campaign, campaign_file, run_dir, comm, points_selector)
     points = select_points(campaign.points(), points_selector)
     group, mine = assign_points(len(points), comm.rank, comm.size, campaign.resources.ranks_per_point)
     sub = comm.split(group, comm.rank)
@@ -202,8 +210,11 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
             rd = Path(run_dir)
             if rd.exists() and (rd / RESOLVED).exists():
                 resume = True
-            elif rd.exists() and any(rd.iterdir()):
+            elif rd.exists() and any(not _launcher_file(f.name) for f in rd.iterdir()):
                 raise ConfigError("run_dir", f"{rd} exists, is not empty and is not an rgdist run directory")
+        sel_file = Path(run_dir) / SELECTION
+        if points is None and resume and sel_file.exists():
+            points = sel_file.read_text().strip() or None
         if points is not None:
             select_points(campaign.points(), points)
     except ConfigError as exc:
