@@ -240,7 +240,6 @@ class PointJob:
         data = torch.as_tensor(self.arrays["data/configs"])
         G = measured_spectrum(data, self.lattice)
         mdtype = torch.float64 if c.model.dtype == "float64" else torch.float32
-        torch.manual_seed(0)  # parameter init draws from the generator below, not from this
         model = build_model(c.model.name, self.lattice, scheme=scheme, data_spectrum=G,
                             gaussian_exact=c.model.gaussian_exact,
                             generator=self.gen("init"), **c.model.params)
@@ -251,7 +250,7 @@ class PointJob:
         from rgdist.train import EnsembleData, TrainConfig, Trainer
 
         scheme, model, data, G = self._build_model()
-        cfg = TrainConfig(**self.ctx.campaign.train.as_kwargs())
+        cfg = TrainConfig(**self.ctx.campaign.train.as_kwargs(), t_min=self.ctx.campaign.scheme.t_min)
         source = EnsembleData(data.to(self.ctx.device), augment=True)
         trainer = Trainer(model, scheme, source, cfg, generator=self.gen("train"))
         return trainer, scheme, G
@@ -264,10 +263,10 @@ class PointJob:
         self.arrays = base
         steps = trainer.config.steps
         while self.step < steps:
-            loss = trainer.train_step()
-            self.step += 1
+            loss = trainer.train_step()  # None after a NaN rollback (the step is then redone)
+            self.step = int(trainer.step)
             faults.maybe_kill("train_step")
-            if self.step % 20 == 0 or self.step == steps:
+            if loss is not None and (self.step % 20 == 0 or self.step == steps):
                 self._report(progress=self.step / steps, loss=float(loss))
             if self.ctx.comm.any_true(trainer.out_of_time()):
                 self._log(f"training stopped by its time budget at step {self.step}")
