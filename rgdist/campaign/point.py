@@ -300,6 +300,8 @@ class PointJob:
         mine = self._my_units(n_chunks)
         times = scheme.time_grid(s.n_steps, kind=s.grid, t_min=c.scheme.t_min).to(self.ctx.device)
         G = G.to(self.ctx.device)
+        # without an IR regulator the zero mode is never noised: draw it from the data's
+        pool = torch.as_tensor(self.arrays["data/configs"]).mean(dim=self.lattice.dims)
         accs = {}
         # restore the finished chunks this rank owns under the current rank count
         for c_idx in mine:
@@ -317,9 +319,10 @@ class PointJob:
                 ci = todo[r]
                 n = min(s.batch_size, s.n_samples - ci * s.batch_size)
                 g = self.gen("sample", ci)
-                phi_T = scheme.sample_prior(n, g, G=G, dtype=self.dtype, device=self.ctx.device)
+                phi_T = scheme.sample_prior(n, g, G=G, dtype=self.dtype, device=self.ctx.device,
+                                            zero_mode_pool=pool)
                 phi0, _ = solve(score_fn, scheme, phi_T, times, solver=s.solver, generator=g,
-                                denoise=s.denoise)
+                                denoise=s.denoise, G=G)
                 acc = ObservableAccumulator(self.lattice, c.measure.n_bins)
                 idx = torch.arange(ci * s.batch_size, ci * s.batch_size + n)
                 acc.update(phi0.detach().cpu(), idx % acc.n_bins)

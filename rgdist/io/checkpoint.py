@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from rgdist import faults
 from rgdist.errors import CheckpointError
 from rgdist.io import h5
 from rgdist.io.atomic import atomic_write_json, fsync_dir, fsync_file, read_json
@@ -204,6 +205,7 @@ class CheckpointStore:
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, comm)
             if f is not None:
                 f.flush()
+            faults.maybe_kill("ckpt_write")  # kill tests: die with the data written, not yet complete
             h5.write_attrs(f, {"complete": 1}, comm)
         finally:
             if f is not None:
