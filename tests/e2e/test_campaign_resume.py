@@ -12,7 +12,7 @@ import pytest
 
 from rgdist import exitcodes
 
-from .campaign_util import digest, env, rgdist, write_tiny
+from campaign_util import digest, env, rgdist, write_tiny
 
 pytestmark = pytest.mark.e2e
 
