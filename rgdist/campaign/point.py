@@ -282,6 +282,8 @@ class PointJob:
 
     # ---- stage 3: sampling and measurement ---------------------------------------------
     def _stage_sample(self) -> None:
+        from rgdist.flow.exact import FlowAccumulator
+        from rgdist.flow.learned import merged_grid
         from rgdist.sample.solvers import solve
 
         c = self.ctx.campaign
@@ -298,59 +300,134 @@ class PointJob:
 
         n_chunks = -(-s.n_samples // s.batch_size)
         mine = self._my_units(n_chunks)
-        times = scheme.time_grid(s.n_steps, kind=s.grid, t_min=c.scheme.t_min).to(self.ctx.device)
+        t_flow = np.asarray(sorted(c.measure.record_times), dtype=np.float64)
+        if len(t_flow):  # the flow times are inserted into the solver grid
+            times = merged_grid(scheme, t_flow, s.n_steps, s.grid, c.scheme.t_min).to(self.ctx.device)
+        else:
+            times = scheme.time_grid(s.n_steps, kind=s.grid, t_min=c.scheme.t_min).to(self.ctx.device)
         G = G.to(self.ctx.device)
         # without an IR regulator the zero mode is never noised: draw it from the data's
         pool = torch.as_tensor(self.arrays["data/configs"]).mean(dim=self.lattice.dims)
-        accs = {}
+
+        def new_unit():
+            u = {"acc": ObservableAccumulator(self.lattice, c.measure.n_bins)}
+            if len(t_flow):
+                u["flow"] = FlowAccumulator(self.lattice, t_flow, c.measure.n_bins)
+            return u
+
+        def unit_arrays(u):
+            out = _prefixed("acc", u["acc"].to_arrays())
+            if "flow" in u:
+                out.update(_prefixed("flow", u["flow"].to_arrays()))
+            return out
+
+        def unit_from(arrays):
+            u = {"acc": ObservableAccumulator.from_arrays(self.lattice, _strip("acc", arrays))}
+            if len(t_flow):
+                u["flow"] = FlowAccumulator.from_arrays(self.lattice, _strip("flow", arrays))
+            return u
+
+        units = {}
         # restore the finished chunks this rank owns under the current rank count
-        for c_idx in mine:
-            pre = f"chunk{c_idx:06d}"
-            if any(k.startswith(f"sample/{pre}/") for k in self.arrays):
-                accs[c_idx] = ObservableAccumulator.from_arrays(self.lattice, _strip(f"sample/{pre}", self.arrays))
+        for ci in mine:
+            pre = f"sample/chunk{ci:06d}"
+            if any(k.startswith(pre + "/") for k in self.arrays):
+                units[ci] = unit_from(_strip(pre, self.arrays))
         base = {k: v for k, v in self.arrays.items() if not k.startswith("sample/")}
-        # rounds must be recomputed for the current rank count: a chunk is done iff restored
-        todo = [ci for ci in mine if ci not in accs]
-        n_rounds = max(len(todo), 0)
-        all_rounds = self.ctx.comm.allreduce_max(np.array([n_rounds], dtype=np.int64))[0]
+        todo = [ci for ci in mine if ci not in units]
+        all_rounds = int(self.ctx.comm.allreduce_max(np.array([len(todo)], dtype=np.int64))[0])
         self.step = 0
-        for r in range(int(all_rounds)):
+        snapshots = None
+        for r in range(all_rounds):
             if r < len(todo):
                 ci = todo[r]
                 n = min(s.batch_size, s.n_samples - ci * s.batch_size)
                 g = self.gen("sample", ci)
                 phi_T = scheme.sample_prior(n, g, G=G, dtype=self.dtype, device=self.ctx.device,
                                             zero_mode_pool=pool)
-                phi0, _ = solve(score_fn, scheme, phi_T, times, solver=s.solver, generator=g,
-                                denoise=s.denoise, G=G)
-                acc = ObservableAccumulator(self.lattice, c.measure.n_bins)
-                idx = torch.arange(ci * s.batch_size, ci * s.batch_size + n)
-                acc.update(phi0.detach().cpu(), idx % acc.n_bins)
-                accs[ci] = acc
+                phi0, records = solve(score_fn, scheme, phi_T, times, solver=s.solver, generator=g,
+                                      denoise=s.denoise, G=G,
+                                      record_times=t_flow if len(t_flow) else None)
+                if not bool(torch.isfinite(phi0).all()):
+                    raise FloatingPointError(
+                        f"the {s.solver} sampler produced non-finite fields (chunk {ci}); use more "
+                        "sample.n_steps, another sample.grid, or a longer training")
+                u = new_unit()
+                bins = torch.arange(ci * s.batch_size, ci * s.batch_size + n) % c.measure.n_bins
+                u["acc"].update(phi0.detach().cpu(), bins)
+                if len(t_flow):
+                    keys = np.asarray(sorted(records), dtype=np.float64)
+                    for k, tk in enumerate(t_flow):
+                        phi_k = records[float(keys[int(np.argmin(np.abs(keys - tk)))])]
+                        u["flow"].update(k, phi_k.detach().cpu(), bins)
+                units[ci] = u
                 faults.maybe_kill("sample_chunk")
             self.step += 1
-            self._report(progress=(len(accs)) / max(len(mine), 1))
+            self._report(progress=len(units) / max(len(mine), 1))
             local = {}
-            for ci, acc in accs.items():
-                local.update(_prefixed(f"sample/chunk{ci:06d}", acc.to_arrays()))
+            for ci, u in units.items():
+                local.update(_prefixed(f"sample/chunk{ci:06d}", unit_arrays(u)))
             self.arrays = base
             if r + 1 < all_rounds:
                 self.checkpoint(local)
         # combine in chunk order (identical float sums for any rank count)
-        local = {f"{ci:06d}/{k}": v for ci, acc in accs.items() for k, v in acc.to_arrays().items()}
-        parts = self.ctx.comm.allgather_arrays(local)
+        local = {f"{ci:06d}/{k}": v for ci, u in units.items() for k, v in unit_arrays(u).items()}
         merged: dict[str, np.ndarray] = {}
-        for part in parts:
+        for part in self.ctx.comm.allgather_arrays(local):
             merged.update(part)
         total = None
         for ci in range(n_chunks):
-            a = ObservableAccumulator.from_arrays(self.lattice, _strip(f"{ci:06d}", merged))
-            total = a if total is None else total.merge(a)
+            u = unit_from(_strip(f"{ci:06d}", merged))
+            if total is None:
+                total = u
+            else:
+                total["acc"].merge(u["acc"])
+                if "flow" in u:
+                    total["flow"].merge(u["flow"])
         hmc_acc = ObservableAccumulator.from_arrays(self.lattice, _strip("acc_hmc", base))
         results = {**_prefixed("results/acc_hmc", hmc_acc.to_arrays()),
-                   **_prefixed("results/acc_diffusion", total.to_arrays()),
+                   **_prefixed("results/acc_diffusion", total["acc"].to_arrays()),
                    "results/train/loss": base["results/train/loss"],
                    "results/train/steps": base["results/train/steps"],
                    "results/hmc/acceptance": base["hmc/acceptance"],
                    "results/spectrum": G.cpu().numpy()}
+        if len(t_flow):
+            results.update(self._flow_results(scheme, model, G, t_flow, total["flow"], base))
         self._advance("done", results)
+
+    def _flow_results(self, scheme, model, G, t_flow, learned_acc, base) -> dict:
+        """Exact flow of the HMC ensemble, learned flow, Gaussian closed form, couplings."""
+        from rgdist.flow.couplings import gaussian_couplings, learned_couplings
+        from rgdist.flow.exact import accumulate_exact_flow, gaussian_flow
+        from rgdist.flow.learned import compare_flows
+
+        c = self.ctx.campaign
+        data = torch.as_tensor(base["data/configs"])
+        bins = torch.as_tensor(base["data/chain"]) % c.measure.n_bins
+        # every rank computes the whole (cheap, network-free) exact flow in the same order
+        exact_acc, snaps = accumulate_exact_flow(data, scheme, t_flow, n_bins=c.measure.n_bins, bins=bins,
+                                                 generator=lambda k: self.gen("flow_exact", k),
+                                                 batch_size=1024, n_keep=4)
+        exact = exact_acc.result(kind="exact", snapshots=snaps)
+        learned = learned_acc.result(kind="learned")
+        gauss = gaussian_flow(self.lattice, scheme, G.cpu(), t_flow)
+        out = {**_prefixed("results/flow/exact", exact.to_arrays()),
+               **_prefixed("results/flow/learned", learned.to_arrays()),
+               **_prefixed("results/flow/gaussian", gauss.to_arrays())}
+        for name, dev in compare_flows(exact, learned).items():
+            out[f"results/flow/deviation/{name}"] = np.asarray(dev, dtype=np.float64)
+        gc = gaussian_couplings(self.lattice, scheme, G.cpu(), t_flow, weighting=c.train.weighting)
+        out.update({f"results/flow/couplings/gaussian/{k}": np.asarray(v, dtype=np.float64) for k, v in gc.items()})
+        if hasattr(_unwrap(model), "couplings"):
+            lc = learned_couplings(_unwrap(model), t_flow, T=scheme.T)
+            out.update({f"results/flow/couplings/learned/{k}": np.asarray(v, dtype=np.float64) for k, v in lc.items()})
+        return out
+
+
+def _unwrap(model):
+    """The innermost score model (through Gaussian-exact and compile wrappers)."""
+    for attr in ("net", "_orig_mod", "module"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, torch.nn.Module):
+            return _unwrap(inner)
+    return model

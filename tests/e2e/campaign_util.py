@@ -18,7 +18,7 @@ scheme: {{name: carosso, T: 10.0, mu2: 0.3}}
 model: {{name: conv, channels: 4, blocks: 1, gaussian_exact: true}}
 train: {{steps: {train_steps}, batch_size: 16, warmup: 2}}
 sample: {{n_samples: 32, batch_size: 8, n_steps: {sample_steps}}}
-measure: {{n_bins: 8}}
+measure: {{n_bins: 8, record_times: [0.5, 5.0]}}
 hmc: {{n_chains: 8, chains_per_block: 2, therm: 6, n_traj: 16, thin: 2}}
 checkpoint: {{every_steps: {every}, every_seconds: null, keep: 2}}
 resources: {{threads: 1}}

@@ -109,3 +109,10 @@ def test_run_on_a_different_campaign_dir_is_bad_input(reference, tmp_path):
     out = rgdist(["run", str(other), "--run-dir", "run"], cwd=tmp_path)
     assert out.returncode == exitcodes.BAD_INPUT
     assert out.stderr.startswith("error:") and "different campaign" in out.stderr
+
+
+def test_flow_observables_are_stored(reference):
+    _, dig, _ = reference
+    for kind in ("exact", "learned", "gaussian"):
+        assert sum(k.endswith(f"flow/{kind}/m_R") for k in dig) == 4
+    assert sum(k.endswith("flow/deviation/lambda_R") for k in dig) == 4
