@@ -115,7 +115,13 @@ class PointJob:
             arrays.update(self.arrays)
         self._tag += 1
         attrs = {"stage": self.stage, "step": int(self.step), "point_id": self.ctx.point.point_id}
+        t0 = time.perf_counter()
         self.ctx.store.save(self._tag, arrays, attrs)
+        tm = self.ctx.timings
+        tm["checkpoint_s"] = tm.get("checkpoint_s", 0.0) + time.perf_counter() - t0
+        tm["checkpoints"] = tm.get("checkpoints", 0) + 1
+        tm["checkpoint_bytes"] = tm.get("checkpoint_bytes", 0) + sum(
+            np.asarray(v).nbytes for v in arrays.values())
         self._last_ckpt = time.monotonic()
         self._report(checkpoint=self._tag)
         if pre:

@@ -154,12 +154,15 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     reporter = ProgressReporter(run_dir, [p.point_id for p in points], enabled=progress and comm.is_root)
     status = "done"
     results: dict = {}
+    timings: dict = {}
+    t_start = time.perf_counter()
     try:
         for i in mine:
             p = points[i]
             store = CheckpointStore(run_dir / "points" / p.point_id, sub, keep=campaign.checkpoint.keep)
             ctx = PointContext(campaign=campaign, point=p, comm=sub, store=store, device=device,
-                               preempt=preempt, report=reporter.callback(p.point_id), log=log)
+                               preempt=preempt, report=reporter.callback(p.point_id), log=log,
+                               timings=timings.setdefault(p.point_id, {}))
             try:
                 results[p.point_id] = PointJob(ctx).run()
             except Preempted:
@@ -172,6 +175,7 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
             reporter.error(points[mine[0]].point_id if mine else "?", f"{type(exc).__name__}: {exc}")
         log("error: " + traceback.format_exc())
         raise
+    _write_timings(run_dir, comm.rank, timings, time.perf_counter() - t_start)
     # agree on the outcome; only a complete campaign writes results
     any_pre = comm.any_true(status == "preempted")
     if any_pre:
@@ -184,6 +188,14 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     log("campaign complete")
     log.close()
     return {"status": "done", "results": all_results}
+
+
+def _write_timings(run_dir: Path, rank: int, timings: dict, wall: float) -> None:
+    """Per-rank wall-clock accounting (kept out of results.h5, which is reproducible)."""
+    from rgdist.io.atomic import atomic_write_json
+
+    path = run_dir / "logs" / f"timings-rank{rank:04d}.json"
+    atomic_write_json(path, {"wall_s": wall, "points": timings})
 
 
 def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> int:

@@ -1,0 +1,531 @@
+"""Model log-densities of the probability-flow sampler (the proposal density of exact MH).
+
+Probability-flow ODE (position space, mode-wise filters; t runs from T down to t_min):
+
+    dphi/dt = f(phi, t) = ifft( -alpha_t(p) phi~(p) - 1/2 beta_t^2(p) s~(phi, t)(p) ).
+
+Along a solution, d/dt log p_t(phi_t) = -div f, hence
+
+    log p_{t_min}(phi_{t_min}) = log p_T(phi_T) + int_{t_min}^{T} div f(phi_t, t) dt,
+
+with p_T the Gaussian prior of spectrum S_T = ``scheme.prior_spectrum(prior_G)`` (G2 units).
+Its exact log-density (position-space covariance C = circulant with eigenvalues S(p); by
+Parseval phi^T C^-1 phi = (1/V) sum_p |phi~(p)|^2 / S(p) and log det C = sum_p log S(p),
+each momentum counted once, so the pairing phi~(-p) = phi~(p)* of a real field is automatic):
+
+    log p(phi) = -1/(2V) sum_p |phi~(p)|^2 / S(p) - 1/2 sum_p log(2 pi S(p)).
+
+Time stepping is Heun's method on the grid ``scheme.time_grid(n_steps, grid, t_min)``,
+identical to ``rgdist.sample.solvers`` solver "heun_ode" with ``denoise=False`` (Euler on a
+last step that ends at t = 0). Three ways to get the log-density (``method``):
+
+* ``"discrete"``: EXACT density of the discrete Heun map actually run. Each step
+  x -> y = Phi_k(x) is a deterministic map, so log q(y) = log q(x) - log|det dPhi_k/dx|; the
+  Jacobian of the whole step (both score calls) is formed by V batched vector-Jacobian
+  products and its log|det| taken by LU. Independence Metropolis-Hastings with this density
+  is exact for the sampler run (any step count). For configurations not produced by the
+  sampler (``ode_log_likelihood``) each step is inverted by Newton's method first.
+* ``"exact"``: the continuous-time formula with the exact divergence tr(df/dphi) (the same
+  V vector-Jacobian products, diagonal only) integrated by the trapezoid rule along the Heun
+  path (Heun on the augmented ODE). Accurate to O(h^2); not the exact density of the
+  discrete map, so MH with it carries an O(h^2) bias.
+* ``"hutchinson"``: div f estimated by v^T (df/dphi) v with ``n_probes`` Rademacher or
+  Gaussian probes per evaluation (unbiased); the estimator's variance (sum over evaluations
+  of (weight)^2 * sample variance / n_probes) is reported. Any volume.
+
+Closed-form linear part. The flow is f = ifft(k_t fft(phi)) + ifft(m_t fft(r(phi, t))) with
+k_t = -alpha_t, m_t = -beta_t^2/2 and r the score; when the score is known to be
+``scheme.gaussian_score(phi, t, G) + remainder`` (a :class:`GaussianScore`, or the models'
+GaussianExactScore built on the same scheme) the Gaussian part moves into
+k_t = -alpha_t + beta_t^2 / (2 (A_t^2 G + Sigma_t)) and r = remainder. The linear part's
+Jacobian is the circulant K_t with tr K_t = sum_p k_t(p), used exactly by every method (for
+Hutchinson it is a perfect control variate: only v^T M_t J_r v is estimated); only r is
+differentiated by autograd. With no remainder the Heun map is linear and mode-diagonal and
+log|det| = sum_p log|g(p)| in closed form (g the per-mode Heun gain).
+
+``discrete`` and ``exact`` need V = prod(N) <= 256 (N <= 16 in 2D); larger lattices raise
+ValueError pointing to ``method="hutchinson"``. Cost per configuration and step: 2 score
+evaluations plus 2 V (exact, discrete) or 2 n_probes (hutchinson) vector-Jacobian products.
+Frozen modes (zero prior variance, Polchinski-type schemes with mu2 = 0) have no prior
+density: pass ``prior_G`` (their terminal law is then the Gaussian of spectrum prior_G) or
+use mu2 > 0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from rgdist.lattice.geometry import Lattice
+from rgdist.rg.schemes import Scheme
+
+METHODS = ("discrete", "exact", "hutchinson")
+PROBES = ("rademacher", "gaussian")
+MAX_EXACT_VOLUME = 256
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------- Gaussian density
+def gaussian_log_density(phi: torch.Tensor, spectrum: torch.Tensor, lattice: Lattice) -> torch.Tensor:
+    """log N(phi; 0, C) per configuration, C circulant with eigenvalues ``spectrum`` (G2 units).
+
+    log p = -1/(2V) sum_p |phi~(p)|^2 / S(p) - 1/2 sum_p log(2 pi S(p)); shape (B,).
+    """
+    lattice.check_field(phi)
+    S = torch.as_tensor(spectrum).to(device=phi.device, dtype=torch.float64)
+    if tuple(S.shape) != lattice.shape:
+        raise ValueError(f"spectrum must have shape {lattice.shape}, got {tuple(S.shape)}")
+    if not bool(torch.isfinite(S).all()) or not bool((S > 0).all()):
+        raise ValueError("spectrum must be finite and > 0 at every momentum (a frozen mode "
+                         "has no Gaussian density: give prior_G or use an IR mass mu2 > 0)")
+    power = lattice.fft(phi.to(torch.float64)).abs().square()
+    quad = (power / S).sum(dim=lattice.dims) / lattice.volume
+    return (-0.5 * quad - 0.5 * torch.log(2 * math.pi * S).sum()).to(phi.dtype)
+
+
+def prior_spectrum(scheme: Scheme, prior_G=None, device=None) -> torch.Tensor:
+    """S_T = scheme.prior_spectrum(prior_G) (float64), checked to be > 0 at every momentum."""
+    G = None if prior_G is None else torch.as_tensor(prior_G, dtype=torch.float64).cpu()
+    S = scheme.prior_spectrum(G).to(device=device, dtype=torch.float64)
+    if not bool(torch.isfinite(S).all()) or not bool((S > 0).all()):
+        raise ValueError(
+            f"the prior spectrum of scheme {scheme.name!r} vanishes on some mode (a frozen zero "
+            "mode): pass prior_G (the data spectrum) so the terminal law has a density, or use "
+            "mu2 > 0")
+    return S
+
+
+def prior_log_density(scheme: Scheme, phi_T: torch.Tensor, prior_G=None) -> torch.Tensor:
+    """log p_T(phi_T) under the Gaussian prior of spectrum scheme.prior_spectrum(prior_G)."""
+    return gaussian_log_density(phi_T, prior_spectrum(scheme, prior_G, phi_T.device),
+                                scheme.lattice)
+
+
+# --------------------------------------------------------------------------- scores and flow
+class GaussianScore:
+    """s(phi, t) = scheme.gaussian_score(phi, t, G) + remainder(phi, t)  (remainder None = 0).
+
+    Written this way, the Gaussian part of the flow is handled in closed form by the
+    likelihood code (see :class:`_Flow`); only ``remainder`` is differentiated. Callable like
+    any score function, so rgdist.sample.solve can run it too.
+    """
+
+    def __init__(self, scheme: Scheme, G, remainder: ScoreFn | None = None):
+        if not isinstance(scheme, Scheme):
+            raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
+        G = torch.as_tensor(G, dtype=torch.float64)
+        if tuple(G.shape) != scheme.lattice.shape or not bool((G >= 0).all()):
+            raise ValueError(f"G must be a non-negative spectrum of shape {scheme.lattice.shape}")
+        if remainder is not None and not callable(remainder):
+            raise ValueError("remainder must be a callable (phi, t) -> tensor or None")
+        self.scheme, self.G, self.remainder = scheme, G, remainder
+
+    def __call__(self, phi: torch.Tensor, t) -> torch.Tensor:
+        s = self.scheme.gaussian_score(phi, t, self.G.to(phi.device))
+        if self.remainder is not None:
+            s = s + self.remainder(phi, t).to(phi.dtype)
+        return s
+
+
+def split_score(score_fn, scheme: Scheme):
+    """(G, remainder) with score = scheme.gaussian_score(., ., G) + remainder, when known.
+
+    Recognized: :class:`GaussianScore` and the models' GaussianExactScore (any object with
+    ``scheme``, ``data_spectrum``, ``net`` and ``residual_scale(t)``; its remainder is
+    residual_scale(t) * net(phi, t)), both only when built on this very ``scheme`` object.
+    Anything else: (None, score_fn).
+    """
+    if isinstance(score_fn, GaussianScore) and score_fn.scheme is scheme:
+        return score_fn.G, score_fn.remainder
+    parts = ("scheme", "data_spectrum", "net", "residual_scale")
+    if all(hasattr(score_fn, a) for a in parts) and score_fn.scheme is scheme:
+        model = score_fn
+
+        def remainder(phi, t):
+            scale = model.residual_scale(t).to(phi.dtype).reshape((-1,) + (1,) * (phi.dim() - 1))
+            return scale * model.net(phi, t)
+
+        return model.data_spectrum.detach().to(torch.float64).cpu(), remainder
+    return None, score_fn
+
+
+class _Flow:
+    """f(phi, t) = ifft(k_t fft(phi) + m_t fft(r(phi, t))), t a Python float, where
+
+        k_t = -alpha_t (+ beta_t^2 / (2 (A_t^2 G + Sigma_t)) with a Gaussian part G),
+        m_t = -beta_t^2 / 2,  r = the score (or its non-Gaussian remainder; None = 0).
+
+    Jacobian: df/dphi = K_t + M_t dr/dphi with K, M the circulant matrices of k, m
+    (symmetric: k, m are real and even in p), tr K = sum_p k(p).
+    """
+
+    def __init__(self, score_fn: ScoreFn, scheme: Scheme):
+        self.scheme, self.lat = scheme, scheme.lattice
+        self.G, self.rem = split_score(score_fn, scheme)
+        self.nfe = 0
+        self._cache: dict = {}
+
+    def _coef(self, name: str, t: float) -> torch.Tensor:
+        return getattr(self.scheme, name)(torch.tensor(t, dtype=torch.float64))
+
+    def kernels(self, t: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("k", t, like.device, like.dtype)
+        if key not in self._cache:
+            k = -self._coef("alpha", t)
+            b2 = self._coef("beta2", t)
+            if self.G is not None:
+                A, Sigma = self._coef("A", t), self._coef("Sigma", t)
+                P = (A * A * self.G + Sigma).clamp_min(torch.finfo(torch.float64).tiny)
+                k = k + 0.5 * b2 / P
+            self._cache[key] = (k.to(like.device, like.dtype), (-0.5 * b2).to(like.device, like.dtype))
+        return self._cache[key]
+
+    def dense(self, t: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The circulant matrices (K_t, M_t), shape (V, V)."""
+        key = ("dense", t, like.device, like.dtype)
+        if key not in self._cache:
+            V = self.lat.volume
+            E = torch.eye(V, dtype=like.dtype, device=like.device).reshape(V, *self.lat.shape)
+            k, m = self.kernels(t, like)
+            self._cache[key] = tuple(self.lat.filter(E, c).reshape(V, V) for c in (k, m))
+        return self._cache[key]
+
+    def remainder(self, phi: torch.Tensor, t: float) -> torch.Tensor:
+        tb = torch.full((phi.shape[0],), t, dtype=phi.dtype, device=phi.device)
+        self.nfe += 1
+        return self.rem(phi, tb).to(phi.dtype)
+
+    def combine(self, phi: torch.Tensor, r: torch.Tensor | None, t: float) -> torch.Tensor:
+        k, m = self.kernels(t, phi)
+        X = k * self.lat.fft(phi)
+        if r is not None:
+            X = X + m * self.lat.fft(r)
+        return self.lat.ifft(X)
+
+    def __call__(self, phi: torch.Tensor, t: float) -> torch.Tensor:
+        return self.combine(phi, None if self.rem is None else self.remainder(phi, t), t)
+
+    def with_jacobian(self, phi: torch.Tensor, t: float, max_rows: int):
+        """(f, J_f) with J_f (B, V, V) (or (V, V) when there is no remainder)."""
+        K, M = self.dense(t, phi)
+        if self.rem is None:
+            return self(phi, t), K
+        r, J_r = batched_jacobian(lambda z: self.remainder(z, t), phi, max_rows=max_rows)
+        return self.combine(phi, r, t), K + M @ J_r
+
+
+def heun_step(flow: Callable, phi: torch.Tensor, t: float, s: float) -> torch.Tensor:
+    """One reverse Heun step t -> s < t of dphi/dt = f (Euler when s == 0), as solvers.heun_ode."""
+    h = t - s
+    f1 = flow(phi, t)
+    pred = phi - h * f1
+    if s == 0.0:
+        return pred
+    return phi - 0.5 * h * (f1 + flow(pred, s))
+
+
+def _heun_gain(flow: _Flow, t: float, s: float, like: torch.Tensor) -> torch.Tensor:
+    """Per-mode gain g(p) of a Heun step of the linear flow f = ifft(k fft phi)."""
+    h = t - s
+    k_t = flow.kernels(t, like)[0]
+    if s == 0.0:
+        return 1 - h * k_t
+    k_s = flow.kernels(s, like)[0]
+    return 1 - 0.5 * h * (k_t + k_s * (1 - h * k_t))
+
+
+def discrete_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: int = 8192):
+    """(y, J, log|det J|, sign det J) of the Heun step y = Phi(x), J = dPhi/dx.
+
+    J = I - h/2 (J_1 + J_2 (I - h J_1)), J_1 = f'(x, t), J_2 = f'(x - h f(x, t), s)
+    (J = I - h J_1 on an Euler step to s = 0). Without a remainder the step is linear and
+    mode-diagonal: log|det J| = sum_p log|g(p)| and J is returned as None.
+    """
+    B = x.shape[0]
+    h = t - s
+    if flow.rem is None:
+        g = _heun_gain(flow, t, s, x)
+        y = flow.lat.ifft(flow.lat.fft(x) * g)
+        logabs = torch.log(g.abs()).sum().expand(B)
+        sign = torch.sign(g).prod().expand(B)
+        return y, None, logabs, sign
+    V = x[0].numel()
+    eye = torch.eye(V, dtype=x.dtype, device=x.device)
+    f1, J1 = flow.with_jacobian(x, t, max_rows)
+    pred = x - h * f1
+    if s == 0.0:
+        y, J = pred, eye - h * J1
+    else:
+        f2, J2 = flow.with_jacobian(pred, s, max_rows)
+        y = x - 0.5 * h * (f1 + f2)
+        J = eye - 0.5 * h * (J1 + J2 - h * (J2 @ J1))
+    sign, logabs = torch.linalg.slogdet(J)
+    return y.detach(), J.detach(), logabs.detach(), sign.detach()
+
+
+# --------------------------------------------------------------------------- Jacobians
+def _check_volume(lattice: Lattice, method: str) -> None:
+    if method in ("discrete", "exact") and lattice.volume > MAX_EXACT_VOLUME:
+        raise ValueError(
+            f"method={method!r} forms the full V x V Jacobian and is allowed only for volume "
+            f"V <= {MAX_EXACT_VOLUME} (N <= 16 in 2D); this lattice has V = {lattice.volume} "
+            f"({lattice.shape}): use method=\"hutchinson\" (stochastic trace estimator) instead")
+
+
+def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
+                     max_rows: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fn(x), J) with J[b, i, j] = d fn(x)[b, i] / d x[b, j] (sites flattened), shape (B, V, V).
+
+    ``fn`` must act on each configuration separately (no coupling across the batch). J is
+    built from V one-hot vector-Jacobian products run as batched backward passes, at most
+    ``max_rows`` (configuration, basis vector) pairs at a time.
+    """
+    B, V = x.shape[0], x[0].numel()
+    chunk = max(1, min(V, max_rows // max(B, 1)))
+    eye = torch.eye(V, dtype=x.dtype, device=x.device)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        y = fn(xg)
+        rows = []
+        for start in range(0, V, chunk):
+            c = min(chunk, V - start)
+            E = eye[start:start + c].reshape(c, 1, *x.shape[1:]).expand(c, *x.shape)
+            (g,) = torch.autograd.grad(y, xg, E, retain_graph=start + c < V,
+                                       is_grads_batched=True)
+            rows.append(g.reshape(c, B, V))
+    return y.detach(), torch.cat(rows).permute(1, 0, 2)
+
+
+def _probes(kind: str, n_probes: int, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    shape = (n_probes, *x.shape)
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    bits = torch.randint(0, 2, shape, generator=generator, device=x.device)
+    return (2 * bits - 1).to(x.dtype)
+
+
+class _Divergence:
+    """div f at (x, t): returns (f, div, var), var the variance of the estimate (0 if exact).
+
+    div f = tr K_t + tr(M_t J_r): the first term in closed form (sum_p k_t(p)); the second
+    exactly ((M * J_r).sum, M symmetric) or by Hutchinson, v^T M J_r v = (M v)^T J_r v, one
+    vector-Jacobian product of r per probe.
+    """
+
+    def __init__(self, flow: _Flow, method: str, n_probes: int, probe: str, generator,
+                 max_rows: int):
+        self.flow, self.method, self.n_probes, self.probe = flow, method, n_probes, probe
+        self.generator, self.max_rows = generator, max_rows
+        self.vjp = 0
+
+    def __call__(self, x: torch.Tensor, t: float):
+        flow = self.flow
+        k, m = flow.kernels(t, x)
+        tr_k = k.sum().to(torch.float64).expand(x.shape[0])
+        if flow.rem is None:
+            return flow(x, t), tr_k, torch.zeros_like(tr_k)
+        if self.method in ("exact", "discrete"):
+            r, J_r = batched_jacobian(lambda z: flow.remainder(z, t), x, max_rows=self.max_rows)
+            self.vjp += x[0].numel()
+            M = flow.dense(t, x)[1]
+            div = tr_k + (M * J_r).sum((1, 2)).to(torch.float64)
+            return flow.combine(x, r, t), div, torch.zeros_like(div)
+        v = _probes(self.probe, self.n_probes, x, self.generator)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            r = flow.remainder(xg, t)
+            (g,) = torch.autograd.grad(r, xg, flow.lat.filter(v, m), is_grads_batched=True)
+        self.vjp += self.n_probes
+        est = (v * g).sum(tuple(range(2, v.dim()))).to(torch.float64)      # (P, B)
+        div = tr_k + est.mean(0)
+        if self.n_probes > 1:
+            var = est.var(0, unbiased=True) / self.n_probes
+        else:
+            var = torch.full_like(div, float("nan"))
+        return flow.combine(x, r.detach(), t), div.detach(), var.detach()
+
+
+# --------------------------------------------------------------------------- validation
+def _check_args(scheme, method, n_probes, probe, generator_needed, generator):
+    if not isinstance(scheme, Scheme):
+        raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_volume(scheme.lattice, method)
+    if isinstance(n_probes, bool) or not hasattr(n_probes, "__index__") or int(n_probes) < 1:
+        raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    if generator_needed and not isinstance(generator, torch.Generator):
+        raise ValueError("generator must be a torch.Generator (the prior and Hutchinson probes "
+                         f"draw from it), got {type(generator).__name__}")
+    return int(n_probes)
+
+
+def _check_batch_size(batch_size, n: int) -> int:
+    if batch_size is None:
+        return n
+    if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
+    return int(batch_size)
+
+
+# --------------------------------------------------------------------------- sampling
+def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method):
+    """Integrate T -> t_min from phi (= phi_T); returns (phi, log-density change, var, #folds)."""
+    delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
+    var = torch.zeros_like(delta)
+    n_bad = 0
+    for t, s in zip(grid[:-1], grid[1:]):
+        if method == "discrete":
+            phi, _, logabs, sign = discrete_step(flow, phi, t, s, div.max_rows)
+            if flow.rem is not None:
+                div.vjp += phi[0].numel() * (1 if s == 0.0 else 2)
+            n_bad += int((sign <= 0).sum())
+            delta = delta - logabs.to(torch.float64)
+            continue
+        h = t - s
+        f1, d1, v1 = div(phi, t)
+        pred = phi - h * f1
+        if s == 0.0:
+            delta, var = delta + h * d1, var + h * h * v1
+            phi = pred
+            continue
+        f2, d2, v2 = div(pred, s)
+        delta = delta + 0.5 * h * (d1 + d2)
+        var = var + 0.25 * h * h * (v1 + v2)
+        phi = phi - 0.5 * h * (f1 + f2)
+    return phi, delta, var, n_bad
+
+
+def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: int,
+                         generator: torch.Generator, method: str = "exact", n_probes: int = 1,
+                         t_min: float | None = None, grid: str = "uniform", prior_G=None,
+                         probe: str = "rademacher", batch_size: int | None = None,
+                         max_rows: int = 8192, dtype=torch.float64, return_info: bool = False):
+    """Draw ``n`` configurations with the probability-flow Heun sampler AND their log-density.
+
+    phi_T ~ N(0, S_T) (S_T = scheme.prior_spectrum(prior_G), drawn with ``generator`` on its
+    device), then n_steps Heun steps on scheme.time_grid(n_steps, grid, t_min) down to t_min
+    (no final denoising). log_q = log p_T(phi_T) + (log-density change by ``method``, see the
+    module docstring); with method="discrete" it is the exact density of the returned phi
+    under this sampler. A :class:`GaussianScore` or GaussianExactScore built on ``scheme``
+    has its Gaussian part treated in closed form (only the remainder is differentiated).
+    ``batch_size`` splits the work (the draws then depend on it).
+
+    Returns ``(phi, log_q)``; with ``return_info=True`` also a dict: ``log_q_var`` (B,)
+    (Hutchinson estimator variance; 0 otherwise; nan with n_probes = 1), ``log_prior`` (B,),
+    ``phi_T``, ``nfe`` (score or remainder evaluations per configuration), ``vjp``
+    (vector-Jacobian products per configuration), ``n_nonpositive_det`` (discrete steps whose
+    Jacobian determinant was <= 0, i.e. the map folded; 0 for a good sampler), ``times``.
+    """
+    n_probes = _check_args(scheme, method, n_probes, probe, True, generator)
+    if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    n = int(n)
+    batch_size = _check_batch_size(batch_size, n)
+    grid_t = scheme.time_grid(n_steps, kind=grid, t_min=t_min).tolist()
+    lat = scheme.lattice
+    spec = prior_spectrum(scheme, prior_G, generator.device)
+    flow = _Flow(score_fn, scheme)
+    div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
+    outs: dict[str, list] = {"phi": [], "log_q": [], "var": [], "prior": [], "phi_T": []}
+    n_bad, n_chunks = 0, 0
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        phi_T = lat.colored_noise(spec, size, generator).to(dtype)
+        log_p = gaussian_log_density(phi_T, spec, lat).to(torch.float64)
+        phi, delta, var, bad = _sample_chunk(flow, div, phi_T, grid_t, method)
+        n_bad += bad
+        n_chunks += 1
+        for key, val in (("phi", phi), ("log_q", log_p + delta), ("var", var),
+                         ("prior", log_p), ("phi_T", phi_T)):
+            outs[key].append(val.detach())
+    phi, log_q = torch.cat(outs["phi"]), torch.cat(outs["log_q"])
+    if not return_info:
+        return phi, log_q
+    info = {"log_q_var": torch.cat(outs["var"]), "log_prior": torch.cat(outs["prior"]),
+            "phi_T": torch.cat(outs["phi_T"]), "nfe": flow.nfe // n_chunks,
+            "vjp": div.vjp // n_chunks, "n_nonpositive_det": n_bad,
+            "times": torch.tensor(grid_t, dtype=torch.float64), "method": method}
+    return phi, log_q, info
+
+
+# --------------------------------------------------------------------------- likelihood of data
+def _invert_step(flow: _Flow, y, t, s, max_rows, tol, max_iter):
+    """Solve Phi(x) = y for the Heun step t -> s; returns (x, log|det dPhi/dx| at x, iterations).
+
+    Linear flow: x = ifft(fft(y) / g). Otherwise Newton's method from the explicit guess
+    x = y + h f(y, .), using the step Jacobian of :func:`discrete_step`.
+    """
+    if flow.rem is None:
+        g = _heun_gain(flow, t, s, y)
+        x = flow.lat.ifft(flow.lat.fft(y) / g)
+        return x, torch.log(g.abs()).sum().expand(y.shape[0]), 0
+    with torch.no_grad():
+        x = y + (t - s) * flow(y, s if s > 0 else t)
+    scale = 1.0 + y.abs().flatten(1).amax(1)
+    for it in range(1, max_iter + 1):
+        Phi, J, logabs, _ = discrete_step(flow, x, t, s, max_rows)
+        r = (Phi - y).flatten(1)
+        if bool((r.abs().amax(1) <= tol * scale).all()):
+            return x, logabs, it
+        x = x - torch.linalg.solve(J, r.unsqueeze(-1)).squeeze(-1).reshape(x.shape)
+    raise FloatingPointError(
+        f"Newton inversion of the Heun step {t} -> {s} did not converge in {max_iter} "
+        f"iterations (residual {float(r.abs().max()):.3g}); the discrete map may not be "
+        "invertible here: use more steps or method='exact'")
+
+
+def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *, n_steps: int,
+                       method: str = "exact", n_probes: int = 1, t_min: float | None = None,
+                       grid: str = "uniform", prior_G=None, probe: str = "rademacher",
+                       generator: torch.Generator | None = None, max_rows: int = 8192,
+                       newton_tol: float = 1e-11, newton_max_iter: int = 30,
+                       return_info: bool = False):
+    """Model log-density at t_min of given configurations ``phi0`` (B, *lattice.shape).
+
+    exact / hutchinson: integrate the probability-flow ODE forward, t_min -> T, with Heun on
+    the reversed grid; log q(phi0) = log p_T(phi_T) + int_{t_min}^T div f dt (trapezoid rule
+    along the Heun path). discrete: invert each reverse Heun step (Newton; exactly for a
+    linear flow) and sum -log|det| of the step Jacobians: the exact density of the sampler
+    of :func:`ode_sample_with_logq` with the same grid (the map must be invertible).
+    ``generator`` is needed only for Hutchinson probes. Returns log_q (B,) or, with
+    ``return_info``, (log_q, info): ``log_q_var``, ``phi_T``, ``log_prior``, ``nfe``,
+    ``vjp`` (per configuration) and ``newton_iterations`` (the most any step needed).
+    """
+    n_probes = _check_args(scheme, method, n_probes, probe, method == "hutchinson", generator)
+    lat = scheme.lattice
+    lat.check_field(phi0, "phi0")
+    grid_t = scheme.time_grid(n_steps, kind=grid, t_min=t_min).tolist()
+    flow = _Flow(score_fn, scheme)
+    div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
+    phi = phi0.detach()
+    delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
+    var = torch.zeros_like(delta)
+    iters = 0
+    if method == "discrete":
+        for t, s in zip(reversed(grid_t[:-1]), reversed(grid_t[1:])):
+            phi, logabs, it = _invert_step(flow, phi, t, s, max_rows, newton_tol, newton_max_iter)
+            iters = max(iters, it)
+            if flow.rem is not None:
+                div.vjp += it * phi[0].numel() * (1 if s == 0.0 else 2)
+            delta = delta - logabs.to(torch.float64)
+    else:
+        up = list(reversed(grid_t))
+        for t, u in zip(up[:-1], up[1:]):
+            h = u - t
+            f1, d1, v1 = div(phi, t)
+            pred = phi + h * f1
+            f2, d2, v2 = div(pred, u)
+            delta = delta + 0.5 * h * (d1 + d2)
+            var = var + 0.25 * h * h * (v1 + v2)
+            phi = phi + 0.5 * h * (f1 + f2)
+    log_prior = prior_log_density(scheme, phi, prior_G).to(torch.float64)
+    log_q = log_prior + delta
+    if not return_info:
+        return log_q
+    return log_q, {"log_q_var": var, "phi_T": phi, "log_prior": log_prior, "nfe": flow.nfe,
+                   "vjp": div.vjp, "newton_iterations": iters, "method": method}
