@@ -264,9 +264,14 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
                   f"(exit code {exitcodes.REQUEUE})", file=sys.stderr)
         return exitcodes.REQUEUE
     if comm.is_root:
+        from rgdist.campaign.aggregate import aggregate, format_report
         from rgdist.campaign.report import results_table
 
         print(results_table(out["results"], campaign))
+        # the campaign's own phase diagram: crossings, chi peaks, critical line, plots
+        agg = aggregate([str(run_dir)], None)
+        print()
+        print(format_report(agg))
     return exitcodes.OK
 
 

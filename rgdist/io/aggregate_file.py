@@ -69,7 +69,7 @@ def read_point_estimates(path, *, flow: bool = False) -> dict:
 
 
 # ----------------------------------------------------------------------------- aggregate file
-def _encode_column(table: str, name: str, values: Sequence) -> tuple[np.ndarray, list[str] | None]:
+def _encode_column(values: Sequence) -> tuple[np.ndarray, list[str] | None]:
     """(dataset array, categories or None) for one column."""
     arr = np.asarray(values)
     if arr.dtype.kind in "biuf":
@@ -93,7 +93,7 @@ def write_aggregate(path, tables: Mapping[str, Mapping[str, Sequence]], attrs: M
         n = next(iter(lengths.values()), 0)
         group_attrs[tname] = {"columns": list(cols) or [""], "n_rows": int(n)}
         for cname, values in cols.items():
-            arr, cats = _encode_column(tname, cname, list(values))
+            arr, cats = _encode_column(list(values))
             arrays[f"{tname}/{cname}"] = arr
             if cats is not None:
                 col_attrs[f"{tname}/{cname}"] = {"encoding": "categorical", "categories": cats or [""]}
