@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A throwaway single-node Slurm cluster for tests and demos (no munge, no accounting).
 #
-#   scripts/slurm_local.sh start [DIR] [--no-install]
+#   scripts/slurm_local.sh start [DIR] [--no-install] [--stop-with PID]
 #       writes DIR/slurm.conf (DIR: a new temp folder when omitted), starts slurmctld -D and
 #       slurmd -D as root (exit 3 otherwise) in the background on free ports, waits until
 #       the node is idle and prints on stdout:   export SLURM_CONF=DIR/slurm.conf
 #       Installs Debian's slurm-wlm with apt-get when the daemons are missing and the caller is
 #       root with apt-get (unless --no-install); otherwise exits 3 with the reason on stderr.
+#       --stop-with PID: a watcher stops the cluster once process PID has ended (a test
+#       runner killed before its clean-up cannot leave the daemons behind).
 #   scripts/slurm_local.sh stop [DIR]
 #       cancels the jobs of that cluster, then stops only the daemons that `start` launched
 #       (PIDs in DIR/pids); DIR defaults to the folder of $SLURM_CONF. Removes DIR when `start`
@@ -19,7 +21,7 @@ set -euo pipefail
 START_TIMEOUT=${START_TIMEOUT:-60}   # seconds to wait for an idle node
 say() { echo "slurm_local: $*" >&2; }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 ensure_slurm() {  # $1: 1 = installing allowed
   if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null; then
@@ -63,10 +65,14 @@ pid_is_ours() {  # $1: pid, $2: conf path; true when the process runs with our c
 }
 
 cmd_start() {
-  local dir="" install=1 created=0
+  local dir="" install=1 created=0 stop_with=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --no-install) install=0 ;;
+      --stop-with)
+        [ $# -ge 2 ] && [[ "$2" =~ ^[0-9]+$ ]] && kill -0 "$2" 2>/dev/null ||
+          { say "--stop-with needs the PID of a running process, got '${2:-}'"; exit 2; }
+        stop_with=$2; shift ;;
       -h|--help) usage ;;
       -*) say "unknown option $1"; usage ;;
       *) [ -z "$dir" ] || usage; dir=$1 ;;
@@ -148,6 +154,10 @@ EOF
     fi
     sleep 0.5
   done
+  if [ -n "$stop_with" ]; then
+    # detached, and off the caller's stdout/stderr (a reader waiting for EOF must not hang)
+    setsid bash "$(cd "$(dirname "$0")" && pwd)/$(basename "$0")" _watch "$dir" "$stop_with" </dev/null >>"$dir/watch.log" 2>&1 &
+  fi
   say "cluster up in $((SECONDS - t0))s: slurmctld pid $ctld_pid port $ctld_port, slurmd pid $slurmd_pid port $slurmd_port, $cpus CPUs"
   echo "export SLURM_CONF=$conf"
 }
@@ -195,8 +205,18 @@ cmd_stop() {
   say "stopped the cluster of $dir"
 }
 
+cmd_watch() {  # $1: DIR, $2: PID; stop the cluster of DIR when PID ends (unless stopped already)
+  local dir=$1 pid=$2
+  while [ -e "$dir/pids" ] && kill -0 "$pid" 2>/dev/null; do sleep 1; done
+  if [ -e "$dir/pids" ]; then
+    say "process $pid has ended: stopping the cluster of $dir"
+    cmd_stop "$dir"
+  fi
+}
+
 case "${1:-}" in
   start) shift; cmd_start "$@" ;;
+  _watch) [ $# -eq 3 ] || usage; cmd_watch "$2" "$3" ;;
   stop) shift; cmd_stop "$@" ;;
   *) usage ;;
 esac
