@@ -53,6 +53,29 @@ def _decode(data: bytes) -> Any:
     return json.loads(data.decode("utf-8"))
 
 
+def _pack_arrays(arrays: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    """(JSON header of names/dtypes/shapes, concatenated raw bytes) of named arrays."""
+    header, chunks = [], []
+    for name, value in arrays.items():
+        a = np.asarray(value, order="C")
+        if a.dtype.hasobject:
+            raise ValueError(f"arrays[{name!r}]: dtype=object cannot be sent")
+        header.append([name, a.dtype.str, list(a.shape)])
+        chunks.append(a.reshape(-1).view(np.uint8))
+    payload = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
+    return _encode(header), payload.tobytes()
+
+
+def _unpack_arrays(head: bytes, body: bytes) -> dict[str, np.ndarray]:
+    d, pos = {}, 0
+    for name, dtype, shape in _decode(head):
+        dt = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        d[name] = np.frombuffer(body[pos:pos + n], dtype=dt).reshape(shape).copy()
+        pos += n
+    return d
+
+
 class Comm:
     """A communicator: mpi4py's (``mpi_comm``) or the serial one (``mpi_comm is None``).
 
@@ -163,55 +186,23 @@ class Comm:
         Limited to < 2 GiB per rank (MPI counts are int32).
         """
         self._check_root(root)
-        header, chunks = [], []
-        for name, value in arrays.items():
-            a = np.asarray(value, order="C")
-            if a.dtype.hasobject:
-                raise ValueError(f"arrays[{name!r}]: dtype=object cannot be sent")
-            header.append([name, a.dtype.str, list(a.shape)])
-            chunks.append(a.reshape(-1).view(np.uint8))
         if self._comm is None:
             return [{n: np.array(v, copy=True) for n, v in arrays.items()}]
-        payload = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
-        headers = self._gather_bytes(_encode(header), root)
-        bodies = self._gather_bytes(payload.tobytes(), root)
+        header, payload = _pack_arrays(arrays)
+        headers = self._gather_bytes(header, root)
+        bodies = self._gather_bytes(payload, root)
         if self.rank != root:
             return None
-        result = []
-        for head, body in zip(headers, bodies):
-            d, pos = {}, 0
-            for name, dtype, shape in _decode(head):
-                dt = np.dtype(dtype)
-                n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-                d[name] = np.frombuffer(body[pos:pos + n], dtype=dt).reshape(shape).copy()
-                pos += n
-            result.append(d)
-        return result
+        return [_unpack_arrays(h, b) for h, b in zip(headers, bodies)]
 
     def allgather_arrays(self, arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Each rank's dict of named arrays, on every rank (JSON header + raw bytes, no pickle)."""
-        header, chunks = [], []
-        for name, value in arrays.items():
-            a = np.ascontiguousarray(value)
-            if a.dtype.hasobject:
-                raise ValueError(f"arrays[{name!r}]: dtype=object cannot be sent")
-            header.append([name, a.dtype.str, list(np.shape(value))])
-            chunks.append(a.reshape(-1).view(np.uint8))
         if self._comm is None:
             return [{n: np.array(v, copy=True) for n, v in arrays.items()}]
-        payload = np.concatenate(chunks) if chunks else np.empty(0, np.uint8)
-        heads = self._allgather_bytes(_encode(header))
-        bodies = self._allgather_bytes(payload.tobytes())
-        result = []
-        for head, body in zip(heads, bodies):
-            d, pos = {}, 0
-            for name, dtype, shape in _decode(head):
-                dt = np.dtype(dtype)
-                n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-                d[name] = np.frombuffer(body[pos:pos + n], dtype=dt).reshape(shape).copy()
-                pos += n
-            result.append(d)
-        return result
+        header, payload = _pack_arrays(arrays)
+        heads = self._allgather_bytes(header)
+        bodies = self._allgather_bytes(payload)
+        return [_unpack_arrays(h, b) for h, b in zip(heads, bodies)]
 
     def _gather_bytes(self, data: bytes, root: int) -> list[bytes] | None:
         counts = np.zeros(self.size, dtype=np.int64)

@@ -116,3 +116,17 @@ def test_run_guarded_aborts_all_ranks(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "[rank 1/2]" in out.stderr and "boom on one rank" in out.stderr
+
+
+@pytest.mark.mpi(min_size=2)
+def test_allgather_arrays_gives_every_rank_all_named_arrays():
+    from rgdist.parallel.comm import world
+
+    comm = world()
+    mine = {f"r{comm.rank}/x": np.arange(comm.rank + 3, dtype=np.float64) * 0.5,
+            f"r{comm.rank}/s": np.int64(comm.rank)}
+    parts = comm.allgather_arrays(mine)
+    assert len(parts) == comm.size
+    for r, part in enumerate(parts):
+        np.testing.assert_array_equal(part[f"r{r}/x"], np.arange(r + 3) * 0.5)
+        assert part[f"r{r}/s"].shape == () and int(part[f"r{r}/s"]) == r
