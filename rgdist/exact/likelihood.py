@@ -68,7 +68,8 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # --------------------------------------------------------------------------- Gaussian density
-def gaussian_log_density(phi: torch.Tensor, spectrum: torch.Tensor, lattice: Lattice) -> torch.Tensor:
+def gaussian_log_density(phi: torch.Tensor, spectrum: torch.Tensor,
+                         lattice: Lattice) -> torch.Tensor:
     """log N(phi; 0, C) per configuration, C circulant with eigenvalues ``spectrum`` (G2 units).
 
     log p = -1/(2V) sum_p |phi~(p)|^2 / S(p) - 1/2 sum_p log(2 pi S(p)); shape (B,).
@@ -129,18 +130,26 @@ class GaussianScore:
         return s
 
 
+def same_scheme(a, b) -> bool:
+    """Equal schemes: the same object, or the same class, lattice and parameters."""
+    if a is b:
+        return True
+    return (isinstance(a, Scheme) and type(a) is type(b) and a.lattice == b.lattice
+            and a.params() == b.params())
+
+
 def split_score(score_fn, scheme: Scheme):
     """(G, remainder) with score = scheme.gaussian_score(., ., G) + remainder, when known.
 
     Recognized: :class:`GaussianScore` and the models' GaussianExactScore (any object with
     ``scheme``, ``data_spectrum``, ``net`` and ``residual_scale(t)``; its remainder is
-    residual_scale(t) * net(phi, t)), both only when built on this very ``scheme`` object.
-    Anything else: (None, score_fn).
+    residual_scale(t) * net(phi, t)), both only when built on an equal scheme (same class,
+    lattice and parameters; a deep copy counts). Anything else: (None, score_fn).
     """
-    if isinstance(score_fn, GaussianScore) and score_fn.scheme is scheme:
+    if isinstance(score_fn, GaussianScore) and same_scheme(score_fn.scheme, scheme):
         return score_fn.G, score_fn.remainder
     parts = ("scheme", "data_spectrum", "net", "residual_scale")
-    if all(hasattr(score_fn, a) for a in parts) and score_fn.scheme is scheme:
+    if all(hasattr(score_fn, a) for a in parts) and same_scheme(score_fn.scheme, scheme):
         model = score_fn
 
         def remainder(phi, t):
@@ -179,7 +188,8 @@ class _Flow:
                 A, Sigma = self._coef("A", t), self._coef("Sigma", t)
                 P = (A * A * self.G + Sigma).clamp_min(torch.finfo(torch.float64).tiny)
                 k = k + 0.5 * b2 / P
-            self._cache[key] = (k.to(like.device, like.dtype), (-0.5 * b2).to(like.device, like.dtype))
+            m = -0.5 * b2
+            self._cache[key] = (k.to(like.device, like.dtype), m.to(like.device, like.dtype))
         return self._cache[key]
 
     def dense(self, t: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

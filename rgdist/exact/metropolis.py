@@ -77,8 +77,9 @@ class FlowProposal:
 
     ``sample(n, generator) -> (phi, log_q)`` runs :func:`ode_sample_with_logq`;
     ``log_prob(phi)`` runs :func:`ode_log_likelihood` with the same grid and method (needed
-    by the hybrid; Hutchinson probes there come from ``probe_generator``). Use method="discrete" (V <= 256) for exact MH; "exact"/"hutchinson" give
-    an O(h^2)-accurate (and, for Hutchinson, noisy) density, hence a biased chain.
+    by the hybrid; Hutchinson probes there come from ``probe_generator``). Use
+    method="discrete" (V <= 256) for exact MH; "exact"/"hutchinson" give an O(h^2)-accurate
+    (and, for Hutchinson, noisy) density, hence a biased chain.
     ``nfe``/``vjp``: score evaluations / vector-Jacobian products per proposal.
     """
 

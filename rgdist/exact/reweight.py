@@ -79,7 +79,7 @@ class WeightedAccumulator:
 
     @torch.no_grad()
     def update(self, phi: torch.Tensor, log_w: torch.Tensor, bins) -> "WeightedAccumulator":
-        """Add configurations ``phi`` (B, *shape) with log-weights (B,) to ``bins`` (int or (B,))."""
+        """Add ``phi`` (B, *shape) with log-weights (B,) to ``bins`` (an int or (B,) ints)."""
         self.lattice.check_field(phi)
         x = phi.detach().to(torch.float64)
         lw = torch.as_tensor(log_w).to(device=x.device, dtype=torch.float64).reshape(-1)
@@ -111,7 +111,8 @@ class WeightedAccumulator:
         """Add ``other`` (same lattice and n_bins) into self, aligning the weight scales."""
         if not isinstance(other, WeightedAccumulator) or other.lattice != self.lattice \
                 or other.n_bins != self.n_bins:
-            raise ValueError("can only merge a WeightedAccumulator with the same lattice and n_bins")
+            raise ValueError("other must be a WeightedAccumulator with the same lattice and "
+                             "n_bins")
         self._rescale(other.log_ref)
         if other.log_ref > -math.inf:
             f = math.exp(other.log_ref - self.log_ref)
