@@ -12,6 +12,13 @@ not depend on how many ranks share the point:
   ``(seed, point, "sample", c)``; chunks are dealt round-robin and each keeps its own
   accumulator. Accumulators are combined in chunk order after an allgather, so the merge is
   the same floating-point sum whatever the rank count.
+* exact correction (only with ``exact.method != off``): on the point's root rank alone (the
+  other ranks wait at the stage's closing checkpoint), ``exact.n_proposals`` draws of the
+  probability-flow sampler with their log-density, chunk ``c`` from ``(seed, point,
+  "exact", "proposal", c)``; then self-normalized reweighting and/or independence MH
+  replaying the same proposals (accept/reject and hybrid HMC from ``(..., "exact", "mh")``).
+  The stage keeps no intermediate state: a resume restarts it from its beginning, which
+  gives the same numbers since it is deterministic.
 
 A checkpoint is taken every ``checkpoint.every_steps`` steps or ``every_seconds`` seconds
 (whichever first; the decision is agreed over the point's ranks) and at every stage change.
@@ -31,7 +38,9 @@ from rgdist.lattice.hmc import HMC
 from rgdist.measure import ObservableAccumulator
 from rgdist.seeding import torch_generator
 
-STAGES = ("hmc", "train", "sample", "done")
+STAGES = ("hmc", "train", "sample", "exact", "done")
+# observables stored (as [value, err]) for the reweighted and the MH ensembles
+EXACT_OBSERVABLES = ("abs_m", "m2", "chi", "binder", "xi2")
 _RANK_PREFIX = re.compile(r"^rank\d+/")
 
 
@@ -104,11 +113,16 @@ class PointJob:
         pre = bool(flags[0])
         return (force or pre or by_steps or bool(flags[1])), pre
 
-    def checkpoint(self, local_arrays: dict, *, force: bool = False) -> None:
-        """Collective: save when due; raise Preempted after saving if a signal arrived."""
+    def checkpoint(self, local_arrays, *, force: bool = False) -> None:
+        """Collective: save when due; raise Preempted after saving if a signal arrived.
+
+        ``local_arrays``: this rank's arrays, or a callable returning them (evaluated only
+        when a checkpoint is due, so building the state costs nothing on other steps)."""
         due, pre = self._due(force)
         if not due:
             return
+        if callable(local_arrays):
+            local_arrays = local_arrays()
         r = self.ctx.comm.rank
         arrays = {f"rank{r}/{k}": v for k, v in local_arrays.items()}
         if self.ctx.comm.is_root:
@@ -207,7 +221,7 @@ class PointJob:
             if self.step % 10 == 0 or self.step == total:
                 self._report(progress=self.step / total)
             if self.step < total:
-                self.checkpoint(local_state())
+                self.checkpoint(local_state)
 
         # gather every block's kept fields on every rank, in block order
         comm = self.ctx.comm
@@ -278,8 +292,7 @@ class PointJob:
                 self._log(f"training stopped by its time budget at step {self.step}")
                 break
             if self.step < steps:
-                local = _prefixed("trainer", trainer.state_dict()) if self.ctx.comm.is_root else {}
-                self.checkpoint(local)
+                self.checkpoint(lambda: _prefixed("trainer", trainer.state_dict()) if self.ctx.comm.is_root else {})
         state = trainer.state_dict()
         keep = {**base, **_prefixed("trainer", state),
                 "results/train/loss": np.asarray(trainer.loss_history, dtype=np.float64),
@@ -370,12 +383,10 @@ class PointJob:
                 faults.maybe_kill("sample_chunk")
             self.step += 1
             self._report(progress=len(units) / max(len(mine), 1))
-            local = {}
-            for ci, u in units.items():
-                local.update(_prefixed(f"sample/chunk{ci:06d}", unit_arrays(u)))
             self.arrays = base
             if r + 1 < all_rounds:
-                self.checkpoint(local)
+                self.checkpoint(lambda: {k: v for ci, u in units.items()
+                                         for k, v in _prefixed(f"sample/chunk{ci:06d}", unit_arrays(u)).items()})
         # combine in chunk order (identical float sums for any rank count)
         local = {f"{ci:06d}/{k}": v for ci, u in units.items() for k, v in unit_arrays(u).items()}
         merged: dict[str, np.ndarray] = {}
@@ -399,7 +410,12 @@ class PointJob:
                    "results/spectrum": G.cpu().numpy()}
         if len(t_flow):
             results.update(self._flow_results(scheme, model, G, t_flow, total["flow"], base))
-        self._advance("done", results)
+        if c.exact.enabled:  # the exact stage rebuilds the model from the data and trainer state
+            carry = {k: v for k, v in base.items()
+                     if k.startswith("trainer/") or k in ("data/configs", "hmc/step_size")}
+            self._advance("exact", {**results, **carry})
+        else:
+            self._advance("done", results)
 
     def _flow_results(self, scheme, model, G, t_flow, learned_acc, base) -> dict:
         """Exact flow of the HMC ensemble, learned flow, Gaussian closed form, couplings."""
@@ -428,6 +444,118 @@ class PointJob:
             lc = learned_couplings(_unwrap(model), t_flow, T=scheme.T)
             out.update({f"results/flow/couplings/learned/{k}": np.asarray(v, dtype=np.float64) for k, v in lc.items()})
         return out
+
+
+    # ---- stage 4 (optional): exact correction of the learned sampler --------------------
+    def _stage_exact(self) -> None:
+        results = {k: v for k, v in self.arrays.items() if k.startswith("results/")}
+        if self.ctx.comm.is_root:
+            results.update(self._exact_results())
+        self._advance("done", results)
+
+    def _exact_results(self) -> dict:
+        """Proposals with log q, then reweighting and/or independence MH (root rank only).
+
+        Cost: n_proposals sampler draws (each 2 n_steps score evaluations plus the likelihood's
+        vector-Jacobian products); MH replays those draws (plus, in the hybrid, HMC and one
+        log q per moved state and step), reweighting reuses them.
+        """
+        from rgdist.exact import (FlowProposal, IndependenceMH, WeightedAccumulator, ess_fraction,
+                                  log_weights, ode_sample_with_logq)
+
+        c = self.ctx.campaign
+        e = c.exact
+        trainer, scheme, G = self._trainer()
+        trainer.load_state_dict(_strip("trainer", self.arrays))
+        # float64 copy of the EMA model: log q is then the density of the float64 sampler run
+        model = trainer.ema_model().to(dtype=torch.float64)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        kw = dict(n_steps=e.n_steps, method=e.likelihood, grid=c.sample.grid, t_min=c.scheme.t_min,
+                  prior_G=G.cpu(), n_probes=e.n_probes)
+        n_chunks = -(-e.n_proposals // e.batch_size)
+        phis, log_qs = [], []
+        nfe = vjp = folds = 0
+        for ci in range(n_chunks):
+            n = min(e.batch_size, e.n_proposals - ci * e.batch_size)
+            phi, log_q, info = ode_sample_with_logq(model, scheme, n, generator=self.gen("exact", "proposal", ci),
+                                                    dtype=self.dtype, return_info=True, **kw)
+            phis.append(phi.detach())
+            log_qs.append(log_q.detach())
+            nfe, vjp, folds = info["nfe"], info["vjp"], folds + int(info["n_nonpositive_det"])
+            faults.maybe_kill("exact_chunk")
+            self._report(progress=0.5 * (ci + 1) / n_chunks)
+        phi, log_q = torch.cat(phis), torch.cat(log_qs)
+        if not bool(torch.isfinite(phi).all()):
+            raise FloatingPointError("the probability-flow sampler produced non-finite fields in the "
+                                     "exact stage; use more exact.n_steps or a longer training")
+        log_w = log_weights(phi, log_q, self.action)
+        if not bool((log_w > -torch.inf).any()):
+            raise FloatingPointError("every exact-stage proposal has weight 0 (non-finite S + log q)")
+        pre = "results/exact"
+        out = {f"{pre}/ess_fraction": np.asarray(ess_fraction(log_w), dtype=np.float64),
+               f"{pre}/n_proposals": np.asarray(e.n_proposals, dtype=np.int64),
+               f"{pre}/nfe": np.asarray(nfe, dtype=np.int64),
+               f"{pre}/vjp": np.asarray(vjp, dtype=np.int64),
+               f"{pre}/n_nonpositive_det": np.asarray(folds, dtype=np.int64)}
+
+        def pairs(sub, est):
+            return {f"{pre}/{sub}/{name}": np.array([est[name][0], est[name][1]], dtype=np.float64)
+                    for name in EXACT_OBSERVABLES}
+
+        if e.method in ("reweight", "both"):
+            n_bins = min(c.measure.n_bins, e.n_proposals)
+            acc = WeightedAccumulator(self.lattice, n_bins)
+            acc.update(phi, log_w, torch.arange(e.n_proposals) % n_bins)
+            out.update(pairs("reweight", acc.estimate()))
+        if e.method in ("mh", "both"):
+            flow = None
+            if e.hmc_trajectories:
+                flow = FlowProposal(model, scheme, batch_size=e.batch_size, dtype=self.dtype,
+                                    probe_generator=self.gen("exact", "probe"), **kw)
+            proposal = _Replay(phi, log_q, flow)
+            hmc_params = {"step_size": float(np.mean(self.arrays["hmc/step_size"])),
+                          "n_steps": c.hmc.n_steps, "integrator": c.hmc.integrator,
+                          "fourier_accel": c.hmc.fourier_accel, "fa_mass2": c.hmc.fa_mass2}
+            chain = IndependenceMH(proposal, self.action, self.lattice, e.mh_chains,
+                                   generator=self.gen("exact", "mh"), hmc_trajectories=e.hmc_trajectories,
+                                   hmc_params=hmc_params if e.hmc_trajectories else None)
+            steps = e.mh_steps
+            burn = steps // 10
+            n_bins = max(2, min(c.measure.n_bins, e.mh_chains))
+            res = chain.run(steps - burn, burn_in=burn, n_bins=n_bins,
+                            callback=lambda d: self._report(progress=0.5 + 0.5 * d["step"] / (steps - burn)))
+            out[f"{pre}/acceptance"] = np.asarray(res.acceptance, dtype=np.float64)
+            out[f"{pre}/mh_steps"] = np.asarray(steps - burn, dtype=np.int64)
+            out[f"{pre}/mh_burn_in"] = np.asarray(burn, dtype=np.int64)
+            for name, (tau, dtau, _w) in res.tau_int.items():
+                out[f"{pre}/mh_tau_int/{name}"] = np.array([tau, dtau], dtype=np.float64)
+                out[f"{pre}/mh_ess/{name}"] = np.asarray(res.ess[name], dtype=np.float64)
+            if res.hmc is not None:
+                out[f"{pre}/mh_hmc_acceptance"] = np.asarray(res.hmc["acceptance"], dtype=np.float64)
+            out.update(pairs("mh", res.estimates))
+        self._log(f"exact: ESS/n {float(out[pre + '/ess_fraction']):.3f}"
+                  + (f", MH acceptance {float(out[pre + '/acceptance']):.3f}" if pre + "/acceptance" in out else ""))
+        return out
+
+
+class _Replay:
+    """Proposals drawn beforehand, handed out in order by ``sample(n, generator)`` (the
+    generator is not used: the draws are already made). Independence MH only needs i.i.d.
+    draws of q with their log q, so replaying a stored i.i.d. stream is the same chain.
+    ``log_prob`` (hybrid only) delegates to a FlowProposal with the same sampler settings."""
+
+    def __init__(self, phi: torch.Tensor, log_q: torch.Tensor, flow=None):
+        self.phi, self.log_q, self.flow, self.next = phi, log_q, flow, 0
+        if flow is not None:
+            self.log_prob = flow.log_prob
+
+    def sample(self, n: int, generator: torch.Generator):
+        if self.next + n > self.phi.shape[0]:
+            raise ValueError(f"only {self.phi.shape[0]} proposals were drawn; asked for more")
+        sl = slice(self.next, self.next + n)
+        self.next += n
+        return self.phi[sl], self.log_q[sl]
 
 
 def _unwrap(model):
