@@ -12,7 +12,8 @@ from pathlib import Path
 from rgdist import settings
 from rgdist.io.atomic import atomic_write_json
 
-STAGE_WEIGHT = {"hmc": 0.0, "train": 1.0, "sample": 2.0, "done": 3.0}
+STAGE_WEIGHT = {"hmc": 0.0, "train": 1.0, "sample": 2.0, "exact": 3.0, "done": 4.0}
+FULL = STAGE_WEIGHT["done"]
 
 
 def read_status(run_dir: Path) -> dict[str, dict]:
@@ -85,7 +86,7 @@ class ProgressReporter:
             s = st.get(pid, {})
             stage = s.get("stage", "hmc")
             frac = STAGE_WEIGHT.get(stage, 0.0) + (float(s.get("progress", 0.0)) if stage != "done" else 0.0)
-            total += min(frac, 3.0) / 3.0
+            total += min(frac, FULL) / FULL
             done += stage == "done"
         return total, done
 

@@ -3,7 +3,10 @@
 A campaign file is a mapping of sections (see ``campaigns/default.yaml``)::
 
     schema_version, name, seed, lattice, theory, grid, scheme, model, train, sample,
-    measure, hmc, checkpoint, output, resources
+    measure, hmc, exact, checkpoint, output, resources
+
+``exact`` is optional (default ``method: off``); while it is off it stays out of
+``to_dict()`` and of the point ids, so campaigns without it keep their ids and run dirs.
 
 YAML is read with ``yaml.safe_load`` only (duplicate keys are rejected beforehand from the
 composed node tree). Every problem raises ``ConfigError(key_path, message)`` with a path such
@@ -39,6 +42,10 @@ OPERATORS = ("phi2", "grad2", "phi4", "phi6")
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 PARAMETRIZATIONS = tuple(_grid.AXES)
+EXACT_METHODS = ("off", "reweight", "mh", "both")
+LIKELIHOODS = ("discrete", "exact", "hutchinson")
+# = rgdist.exact.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
+MAX_EXACT_VOLUME = 256
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
 
 # Per-scheme parameters and their defaults (those of the rgdist.rg scheme classes); t_min is
@@ -57,7 +64,8 @@ MODEL_PARAMS = {
     "effective": {"operators": ("phi2", "grad2", "phi4"), "residual": True,
                   "residual_channels": 16, "residual_blocks": 2},
 }
-# Sections whose values change a grid point's results (they enter its point_id).
+# Sections whose values change a grid point's results (they enter its point_id); "exact"
+# enters only when its method is not "off" (see Campaign.context).
 RESULT_SECTIONS = ("scheme", "model", "train", "sample", "measure", "hmc")
 
 
@@ -309,6 +317,45 @@ class HMCSpec(_Section):
         if self.n_chains % self.chains_per_block:
             raise ConfigError("hmc.chains_per_block", f"must divide hmc.n_chains = {self.n_chains}, "
                                                       f"got {self.chains_per_block}")
+
+
+@dataclass(frozen=True)
+class ExactSpec(_Section):
+    """Exact correction of the learned sampler (rgdist.exact), run after sampling.
+
+    method: off | reweight (self-normalized importance weights w = exp(-S - log q)) | mh
+    (independence Metropolis-Hastings) | both. Proposals: ``n_proposals`` draws of the
+    probability-flow Heun sampler with ``n_steps`` steps, in chunks of ``batch_size``, with
+    log q by ``likelihood`` (discrete: exact density of the map run, V <= 256; exact: O(h^2)
+    continuous formula, V <= 256; hutchinson: ``n_probes`` probes, any V). MH replays the
+    same proposals over ``mh_chains`` chains (n_proposals // mh_chains - 1 steps), each step
+    followed by ``hmc_trajectories`` HMC trajectories (hybrid; 0 = pure independence MH).
+    """
+
+    KEY: ClassVar[str] = "exact"
+    method: str = opt("off", Choice(*EXACT_METHODS))
+    likelihood: str = opt("discrete", Choice(*LIKELIHOODS))
+    n_steps: int = opt(20, Int(lo=1))
+    n_proposals: int = opt(1024, Int(lo=2))
+    batch_size: int = opt(256, Int(lo=1))
+    mh_chains: int = opt(16, Int(lo=1))
+    hmc_trajectories: int = opt(0, Int(lo=0))
+    n_probes: int = opt(4, Int(lo=1))
+
+    @property
+    def enabled(self) -> bool:
+        return self.method != "off"
+
+    @property
+    def mh_steps(self) -> int:
+        """MH steps after the chains' first states: n_proposals // mh_chains - 1."""
+        return self.n_proposals // self.mh_chains - 1
+
+    def _check(self):
+        if self.method in ("mh", "both") and self.n_proposals < 3 * self.mh_chains:
+            raise ConfigError("exact.n_proposals", f"must be >= 3 * exact.mh_chains = "
+                                                   f"{3 * self.mh_chains} (at least 2 MH steps), "
+                                                   f"got {self.n_proposals}")
 
 
 @dataclass(frozen=True)
@@ -570,9 +617,9 @@ class ModelSpec:
 _NAME = Text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
              "a name of at most 64 letters, digits, '_', '.', '-' (starting with a letter or digit)")
 TOP_KEYS = ("schema_version", "name", "seed", "lattice", "theory", "grid", "scheme", "model",
-            "train", "sample", "measure", "hmc", "checkpoint", "output", "resources")
+            "train", "sample", "measure", "hmc", "exact", "checkpoint", "output", "resources")
 _SECTIONS = {"theory": TheorySpec, "scheme": SchemeSpec, "model": ModelSpec, "train": TrainSpec,
-             "sample": SampleSpec, "measure": MeasureSpec, "hmc": HMCSpec,
+             "sample": SampleSpec, "measure": MeasureSpec, "hmc": HMCSpec, "exact": ExactSpec,
              "checkpoint": CheckpointSpec, "output": OutputSpec, "resources": ResourcesSpec}
 
 
@@ -595,6 +642,7 @@ class Campaign:
     checkpoint: CheckpointSpec
     output: OutputSpec
     resources: ResourcesSpec
+    exact: ExactSpec = field(default_factory=ExactSpec)
     source: str = field(default="<string>", compare=False, repr=False)
 
     def __post_init__(self):
@@ -634,18 +682,25 @@ class Campaign:
         raise KeyError(f"no grid point with id {point_id!r}")
 
     def context(self) -> dict:
-        """What besides (d, N, m2, lam) changes a point's results: schema, seed, RESULT_SECTIONS."""
+        """What besides (d, N, m2, lam) changes a point's results: schema, seed, RESULT_SECTIONS
+        and ``exact`` when its method is not off (so its absence keeps the old ids)."""
         out = {"schema_version": self.schema_version, "seed": self.seed}
         out.update((k, getattr(self, k).to_dict()) for k in RESULT_SECTIONS)
+        if self.exact.enabled:
+            out["exact"] = self.exact.to_dict()
         return out
 
     def context_digest(self) -> str:
         return _grid.digest(self.context())
 
     def to_dict(self) -> dict:
-        """Canonical resolved configuration (JSON-able, every default filled in)."""
+        """Canonical resolved configuration (JSON-able, every default filled in). ``exact`` is
+        left out while its method is off (the default), so existing run directories, whose
+        campaign.json predates the section, still match."""
         out = {"schema_version": self.schema_version, "name": self.name, "seed": self.seed}
         for key in TOP_KEYS[3:]:
+            if key == "exact" and not self.exact.enabled:
+                continue
             out[key] = getattr(self, key).to_dict()
         return out
 
@@ -676,6 +731,17 @@ def _check_cross(c: Campaign) -> None:
                 raise ConfigError("model.levels", f"unet with levels = {c.model.levels} needs every "
                                                   f"lattice extent divisible by {k}; lattice.N[{i}] "
                                                   f"is {'x'.join(map(str, shape))}")
+    e = c.exact
+    if e.enabled and e.likelihood in ("discrete", "exact"):
+        for i, shape in enumerate(c.lattice.N):
+            volume = 1
+            for n in shape:
+                volume *= n
+            if volume > MAX_EXACT_VOLUME:
+                raise ConfigError("exact.likelihood", f"{e.likelihood} forms the full V x V Jacobian "
+                                                      f"and needs lattice volume V <= {MAX_EXACT_VOLUME}; "
+                                                      f"lattice.N[{i}] is {'x'.join(map(str, shape))} "
+                                                      f"(V = {volume}): use likelihood: hutchinson")
 
 
 def _default_name(source: str) -> str:
@@ -796,7 +862,11 @@ def _summary(c: Campaign, max_listed: int = 20) -> str:
         f"  lattice    d={c.lattice.d} N: {shapes}",
         f"  grid       {c.theory.parametrization}: {axes}",
     ]
-    for key in ("scheme", "model", "train", "sample", "measure", "hmc", "checkpoint", "output", "resources"):
+    for key in ("scheme", "model", "train", "sample", "measure", "hmc", "exact", "checkpoint", "output",
+                "resources"):
+        if key == "exact" and not c.exact.enabled:
+            lines.append(f"  {key:<10} method=off")
+            continue
         lines.append(f"  {key:<10} {_fmt(getattr(c, key).to_dict())}")
     lines.append("  points:")
     for p in points[:max_listed]:

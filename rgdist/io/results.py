@@ -11,7 +11,18 @@ Layout::
         train/loss, train/steps     training loss history
         hmc/acceptance              per HMC block
         spectrum                    measured G2(p) of the training data
-        <extra>/...                 e.g. flow/... and mh/... written by later stages
+        exact/...                   only with campaign exact.method != off:
+            ess_fraction            ESS/n of the importance weights w = exp(-S - log q)
+            n_proposals, nfe, vjp, n_nonpositive_det   proposal count and cost per proposal
+            reweight/<name>         float64 [value, error], self-normalized reweighting
+            acceptance              independence-MH acceptance (method mh | both)
+            mh_steps, mh_burn_in    recorded and discarded MH steps
+            mh_tau_int/<series>     [tau_int, error] of m, abs_m, m2, m4 (MH steps)
+            mh_ess/<series>         N / (2 tau_int)
+            mh_hmc_acceptance       hybrid only (exact.hmc_trajectories > 0)
+            mh/<name>               float64 [value, error] of the MH chains
+                                    (<name>: abs_m, m2, chi, binder, xi2)
+        <extra>/...                 e.g. flow/... written by later stages
 
 Every dataset carries its sha256 as attribute ``sha256``. Nothing time- or host-dependent is
 stored here, so two runs of the same campaign give identical contents (timings and logs

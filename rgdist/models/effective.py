@@ -170,6 +170,11 @@ class GaussianExactScore(ScoreModel):
         self.lattice.check_field(phi)
         t = as_time(t, phi.shape[0], phi)
         G = self.data_spectrum.to(dtype=phi.dtype, device=phi.device)
-        s_gauss = self.scheme.gaussian_score(phi, t, G)
-        r = self.residual_scale(t).to(phi.dtype).reshape((-1,) + (1,) * self.d)
+        # a sampler calls with one time for the whole batch: evaluate the mode-wise
+        # coefficients once (the same numbers, without B copies of them)
+        common = t.shape[0] > 1 and bool((t == t[0]).all())
+        t_coef = t[0] if common else t
+        s_gauss = self.scheme.gaussian_score(phi, t_coef, G)
+        r = self.residual_scale(t_coef.reshape(-1)).to(phi.dtype)
+        r = r.expand(phi.shape[0]).reshape((-1,) + (1,) * self.d)
         return s_gauss + r * self.net(phi, t)

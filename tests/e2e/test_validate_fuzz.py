@@ -173,7 +173,7 @@ VALID = [
                       put("grid", {"kappa": {"linspace": [0.25, 0.28, 4]}, "lam_h": [0.02]}))),
     ("zip", chain(put("grid.combine", "zip"), put("grid.m2", [-1.0, -0.5]), put("grid.lam", [1.0, 2.0]))),
     ("unet", chain(put("model", {"name": "unet", "levels": 3}), put("lattice.N", [8, 16]))),
-    ("polchinski", put("scheme", {"name": "polchinski"})),
+    ("polchinski", chain(put("scheme", {"name": "polchinski"}), put("measure.record_times", [0.0, 1.0, 2.0]))),
     ("exponent-string", put("train.lr", "3e-4")),
     ("results-subdir", put("output.results", "out/results.h5")),
 ]

@@ -1,0 +1,91 @@
+"""The exact correction stage of a campaign (``exact: {method: both}``): results.h5 holds
+points/<id>/exact/... (MH acceptance, ESS/n of the importance weights, corrected
+observables), and a run killed inside the stage resumes to a bitwise identical file."""
+from __future__ import annotations
+
+import math
+import signal
+
+import numpy as np
+import pytest
+
+from campaign_util import digest, rgdist
+
+pytestmark = pytest.mark.e2e
+
+CAMPAIGN = """\
+schema_version: 1
+name: tinyexact
+seed: 5
+lattice: {N: [8], d: 2}
+grid: {m2: [-0.4], lam: [0.5]}
+scheme: {name: carosso, T: 10.0, mu2: 0.3}
+model: {name: conv, channels: 4, blocks: 1, gaussian_exact: true}
+train: {steps: 12, batch_size: 16, warmup: 2}
+sample: {n_samples: 32, batch_size: 8, n_steps: 8}
+measure: {n_bins: 8}
+hmc: {n_chains: 8, chains_per_block: 2, therm: 6, n_traj: 16, thin: 2}
+exact: {method: both, n_proposals: 64, batch_size: 32, n_steps: 6, mh_chains: 4}
+checkpoint: {every_steps: 3, every_seconds: null, keep: 2}
+resources: {threads: 1}
+output: {dir: run}
+"""
+N_PROPOSALS, MH_CHAINS, N_STEPS = 64, 4, 6
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("exact")
+    camp = tmp / "exact.yaml"
+    camp.write_text(CAMPAIGN)
+    out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return camp, tmp / "ref"
+
+
+def _point_arrays(run_dir):
+    from rgdist.io.results import read_results
+
+    (point,) = read_results(run_dir / "results.h5")["points"].values()
+    return point["arrays"]
+
+
+def test_results_hold_the_exact_group(reference):
+    _, run_dir = reference
+    a = _point_arrays(run_dir)
+    acc, ess = float(a["exact/acceptance"]), float(a["exact/ess_fraction"])
+    assert 0.0 <= acc <= 1.0
+    assert 0.0 < ess <= 1.0
+    assert int(a["exact/n_proposals"]) == N_PROPOSALS
+    assert int(a["exact/nfe"]) == 2 * N_STEPS  # Heun: two score evaluations per step
+    steps = N_PROPOSALS // MH_CHAINS - 1
+    assert int(a["exact/mh_steps"]) + int(a["exact/mh_burn_in"]) == steps
+    # acceptance is a fraction of mh_steps * mh_chains decisions
+    k = acc * int(a["exact/mh_steps"]) * MH_CHAINS
+    assert abs(k - round(k)) < 1e-9
+    for name in ("m", "abs_m", "m2", "m4"):
+        tau, dtau = a[f"exact/mh_tau_int/{name}"]
+        assert tau > 0 and dtau >= 0
+        n = int(a["exact/mh_steps"]) * MH_CHAINS
+        assert math.isclose(float(a[f"exact/mh_ess/{name}"]), n / (2 * tau), rel_tol=1e-12)
+    for src in ("reweight", "mh"):
+        for name in ("abs_m", "m2", "chi", "binder"):
+            value, err = a[f"exact/{src}/{name}"]
+            assert np.isfinite(value) and np.isfinite(err) and err >= 0, (src, name)
+        # chi = V <M^2> for the zero-field susceptibility of both ensembles
+        chi, m2 = a[f"exact/{src}/chi"][0], a[f"exact/{src}/m2"][0]
+        assert math.isclose(chi, 64 * m2, rel_tol=1e-10), (src, chi, m2)
+        assert 0 <= a[f"exact/{src}/abs_m"][0] <= math.sqrt(m2) + 1e-12  # Jensen
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_kill_in_exact_stage_and_resume_is_bitwise_identical(reference, tmp_path, count):
+    camp, ref_dir = reference
+    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT=f"exact_chunk:{count}")
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    assert not (tmp_path / "run" / "results.h5").exists()
+    resumed = rgdist(["resume", "run"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (tmp_path / "run" / "logs" / "rank-0000.log").read_text()
+    assert "at stage exact" in log
+    assert digest(tmp_path / "run") == digest(ref_dir)
