@@ -64,7 +64,7 @@ class PointConfig:
     ref_every: int = 5
     n_bins: int = 32
     # training
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 128
     lr: float = 2e-3
     warmup: int = 100
@@ -73,9 +73,10 @@ class PointConfig:
     t_sampler: str = "log"
     # sampling
     n_sample: int = 4096
-    sampler_steps: int = 100
+    sampler_steps: int = 300
     sample_batch: int = 512
-    grid: str = "log"
+    grid: str = "snr"
+    gaussian_factor: int = 4  # the Gaussian-part check draws this many times n_sample
 
 
 @dataclass
@@ -132,14 +133,22 @@ class _Clock:
         self.cpu[self.name] = time.process_time() - self.c0
 
 
-def estimate(samples: torch.Tensor, lattice: Lattice, n_bins: int) -> dict:
-    """Observables of independent samples, jackknife over ``n_bins`` interleaved bins."""
-    bins = torch.arange(samples.shape[0]) % n_bins
+def estimate(samples: torch.Tensor, lattice: Lattice, n_bins: int, period: int | None = None
+             ) -> dict:
+    """Observables with jackknife errors over ``n_bins`` bins; sample i goes to bin
+    (i % period) % n_bins (period = None: i % n_bins, for independent samples; period =
+    the number of chains for configurations stored time-major, so that a bin holds whole
+    chains)."""
+    idx = torch.arange(samples.shape[0])
+    bins = (idx if period is None else idx % period) % n_bins
     return ObservableAccumulator(lattice, n_bins).update(samples, bins).estimate()
 
 
 def hmc_ensembles(cfg: PointConfig, lattice: Lattice):
-    """(training configurations, reference estimates, tau_int(M^2) in trajectories)."""
+    """(training configurations, reference estimates, tau_int(M^2) in trajectories).
+
+    The training configurations are stored time-major: entry k * data_chains + c is chain c
+    after (k + 1) * thin trajectories."""
     action = Phi4Action(cfg.m2, cfg.lam)
     n_chains = cfg.data_chains + cfg.ref_chains
     hmc = HMC(action, lattice, n_chains, step_size=0.1, n_steps=10,
@@ -194,15 +203,15 @@ def run_point(cfg: PointConfig) -> PointResult:
         return scheme.gaussian_score(phi, t, G)
 
     with torch.inference_mode():
-        g_samples = sample_ensemble(gaussian_score, scheme, cfg.n_sample, n_steps=10,
-                                    solver="exponential", grid=cfg.grid,
+        g_samples = sample_ensemble(gaussian_score, scheme, cfg.gaussian_factor * cfg.n_sample,
+                                    n_steps=10, solver="exponential", grid=cfg.grid,
                                     batch_size=cfg.sample_batch, prior_G=G,
                                     seed_streams=(cfg.seed, "gaussian")).samples
     gaussian = estimate(g_samples, lat, cfg.n_bins)
     wall["train+sample"] = wall["training"] + wall["sampling"]
     cpu["train+sample"] = cpu["training"] + cpu["sampling"]
     # the training ensemble's own estimates (bins = data chains): what the model was shown
-    data_est = estimate(data, lat, cfg.n_bins)
+    data_est = estimate(data, lat, cfg.n_bins, period=cfg.data_chains)
     return PointResult(cfg, reference, sampled, gaussian, data_est, tau, data.shape[0], wall, cpu)
 
 
@@ -230,9 +239,8 @@ def check_point(res: PointResult) -> None:
 
 # ----------------------------------------------------------------------------- tests
 SMALL = PointConfig(N=8, m2=-1.27, seed=1, data_chains=128, ref_chains=256, n_therm=200,
-                    n_traj=800, thin=25, ref_every=2, steps=600, batch_size=64, lr=3e-3,
-                    warmup=50, channels=8, blocks=1, n_sample=2048, sampler_steps=50,
-                    sample_batch=1024)
+                    n_traj=800, thin=25, ref_every=2, steps=1000, batch_size=64, warmup=50,
+                    n_sample=2048, sampler_steps=200, sample_batch=1024)
 
 
 def test_interacting_diffusion_reproduces_hmc_small():
