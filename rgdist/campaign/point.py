@@ -460,8 +460,8 @@ class PointJob:
         vector-Jacobian products); MH replays those draws (plus, in the hybrid, HMC and one
         log q per moved state and step), reweighting reuses them.
         """
-        from rgdist.exact import (FlowProposal, IndependenceMH, WeightedAccumulator, ess_fraction,
-                                  log_weights, ode_sample_with_logq)
+        from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
+                                  ess_fraction, log_weights, ode_sample_with_logq)
 
         c = self.ctx.campaign
         e = c.exact
@@ -513,7 +513,7 @@ class PointJob:
             if e.hmc_trajectories:
                 flow = FlowProposal(model, scheme, batch_size=e.batch_size, dtype=self.dtype,
                                     probe_generator=self.gen("exact", "probe"), **kw)
-            proposal = _Replay(phi, log_q, flow)
+            proposal = ReplayProposal(phi, log_q, flow)
             hmc_params = {"step_size": float(np.mean(self.arrays["hmc/step_size"])),
                           "n_steps": c.hmc.n_steps, "integrator": c.hmc.integrator,
                           "fourier_accel": c.hmc.fourier_accel, "fa_mass2": c.hmc.fa_mass2}
@@ -537,25 +537,6 @@ class PointJob:
         self._log(f"exact: ESS/n {float(out[pre + '/ess_fraction']):.3f}"
                   + (f", MH acceptance {float(out[pre + '/acceptance']):.3f}" if pre + "/acceptance" in out else ""))
         return out
-
-
-class _Replay:
-    """Proposals drawn beforehand, handed out in order by ``sample(n, generator)`` (the
-    generator is not used: the draws are already made). Independence MH only needs i.i.d.
-    draws of q with their log q, so replaying a stored i.i.d. stream is the same chain.
-    ``log_prob`` (hybrid only) delegates to a FlowProposal with the same sampler settings."""
-
-    def __init__(self, phi: torch.Tensor, log_q: torch.Tensor, flow=None):
-        self.phi, self.log_q, self.flow, self.next = phi, log_q, flow, 0
-        if flow is not None:
-            self.log_prob = flow.log_prob
-
-    def sample(self, n: int, generator: torch.Generator):
-        if self.next + n > self.phi.shape[0]:
-            raise ValueError(f"only {self.phi.shape[0]} proposals were drawn; asked for more")
-        sl = slice(self.next, self.next + n)
-        self.next += n
-        return self.phi[sl], self.log_q[sl]
 
 
 def _unwrap(model):

@@ -2,12 +2,15 @@
 sampler, independence Metropolis-Hastings (optionally interleaved with HMC) and importance
 reweighting against the phi^4 action. Library code: torch + numpy only."""
 from rgdist.exact.likelihood import (
+    INTEGRATORS,
     MAX_EXACT_VOLUME,
+    MAX_STRUCTURED_VOLUME,
     METHODS,
     PROBES,
     GaussianScore,
     batched_jacobian,
     discrete_step,
+    exponential_step,
     split_score,
     gaussian_log_density,
     heun_step,
@@ -15,12 +18,14 @@ from rgdist.exact.likelihood import (
     ode_sample_with_logq,
     prior_log_density,
     prior_spectrum,
+    remainder_jacobian,
 )
 from rgdist.exact.metropolis import (
     FlowProposal,
     GaussianProposal,
     IndependenceMH,
     MHResult,
+    ReplayProposal,
     independence_mh,
 )
 from rgdist.exact.reweight import (
@@ -36,17 +41,21 @@ __all__ = [
     "GaussianProposal",
     "IndependenceMH",
     "MHResult",
+    "ReplayProposal",
     "independence_mh",
     "WeightedAccumulator",
     "ess_fraction",
     "log_weights",
     "normalized_weights",
     "reweight",
+    "INTEGRATORS",
     "MAX_EXACT_VOLUME",
+    "MAX_STRUCTURED_VOLUME",
     "METHODS",
     "PROBES",
     "batched_jacobian",
     "discrete_step",
+    "exponential_step",
     "GaussianScore",
     "split_score",
     "gaussian_log_density",
@@ -55,4 +64,5 @@ __all__ = [
     "ode_sample_with_logq",
     "prior_log_density",
     "prior_spectrum",
+    "remainder_jacobian",
 ]

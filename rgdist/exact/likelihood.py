@@ -61,8 +61,11 @@ from rgdist.lattice.geometry import Lattice
 from rgdist.rg.schemes import Scheme
 
 METHODS = ("discrete", "exact", "hutchinson")
+INTEGRATORS = ("heun", "exponential", "implicit")
+_QUAD_NODES = 32
 PROBES = ("rademacher", "gaussian")
 MAX_EXACT_VOLUME = 256
+MAX_STRUCTURED_VOLUME = 1024
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -113,7 +116,8 @@ class GaussianScore:
     any score function, so rgdist.sample.solve can run it too.
     """
 
-    def __init__(self, scheme: Scheme, G, remainder: ScoreFn | None = None):
+    def __init__(self, scheme: Scheme, G, remainder: ScoreFn | None = None,
+                 remainder_jacobian: Callable | None = None):
         if not isinstance(scheme, Scheme):
             raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
         G = torch.as_tensor(G, dtype=torch.float64)
@@ -121,7 +125,11 @@ class GaussianScore:
             raise ValueError(f"G must be a non-negative spectrum of shape {scheme.lattice.shape}")
         if remainder is not None and not callable(remainder):
             raise ValueError("remainder must be a callable (phi, t) -> tensor or None")
+        if remainder_jacobian is not None and (remainder is None or not callable(remainder_jacobian)):
+            raise ValueError("remainder_jacobian must be a callable (phi, t) -> (kernel, diag) "
+                             "and needs a remainder")
         self.scheme, self.G, self.remainder = scheme, G, remainder
+        self.remainder_jacobian = remainder_jacobian
 
     def __call__(self, phi: torch.Tensor, t) -> torch.Tensor:
         s = self.scheme.gaussian_score(phi, t, self.G.to(phi.device))
@@ -160,6 +168,38 @@ def split_score(score_fn, scheme: Scheme):
     return None, score_fn
 
 
+def remainder_jacobian(score_fn, scheme: Scheme):
+    """The closed-form Jacobian of the remainder of :func:`split_score`, when there is one.
+
+    Returns None or a callable ``(phi, t) -> (kernel, diag)`` with
+    d remainder / d phi = Circ(kernel) + diag(diag): ``kernel`` the circulant's eigenvalues per
+    configuration (momentum space), ``diag`` the position-space diagonal, both (B, *shape).
+    Known: a :class:`GaussianScore` given ``remainder_jacobian``; an effective-action model
+    without a residual net (rgdist.models.EffectiveActionScore, ``score_jacobian``), alone
+    or inside a GaussianExactScore. Such flows need no vector-Jacobian products at all.
+    """
+    G, rem = split_score(score_fn, scheme)
+    if rem is None:
+        return None
+    if isinstance(score_fn, GaussianScore) and G is not None:
+        return score_fn.remainder_jacobian
+    if G is not None:  # GaussianExactScore: remainder = residual_scale(t) * net(phi, t)
+        net = score_fn.net
+        if not getattr(net, "has_structured_jacobian", False):
+            return None
+
+        def jac(phi, t):
+            scale = score_fn.residual_scale(t).to(phi.dtype)
+            scale = scale.reshape((-1,) + (1,) * (phi.dim() - 1))
+            kernel, diag = net.score_jacobian(phi, t)
+            return scale * kernel, scale * diag
+
+        return jac
+    if getattr(score_fn, "has_structured_jacobian", False):
+        return score_fn.score_jacobian
+    return None
+
+
 class _Flow:
     """f(phi, t) = ifft(k_t fft(phi) + m_t fft(r(phi, t))), t a Python float, where
 
@@ -167,14 +207,53 @@ class _Flow:
         m_t = -beta_t^2 / 2,  r = the score (or its non-Gaussian remainder; None = 0).
 
     Jacobian: df/dphi = K_t + M_t dr/dphi with K, M the circulant matrices of k, m
-    (symmetric: k, m are real and even in p), tr K = sum_p k(p).
+    (symmetric: k, m are real and even in p), tr K = sum_p k(p). A structured remainder
+    (dr/dphi = Circ(c) + diag(d), see :func:`remainder_jacobian`) gives
+    df/dphi = Circ(k + m c) + M_t diag(d) in closed form and
+    tr df/dphi = sum_p (k + m c) + mean_p(m) sum_x d(x).
     """
 
     def __init__(self, score_fn: ScoreFn, scheme: Scheme):
         self.scheme, self.lat = scheme, scheme.lattice
         self.G, self.rem = split_score(score_fn, scheme)
+        self.rem_jac = None if self.rem is None else remainder_jacobian(score_fn, scheme)
         self.nfe = 0
+        self.jacobians = 0  # full remainder Jacobians by autograd (implicit steps)
         self._cache: dict = {}
+
+    @property
+    def structured(self) -> bool:
+        """True when the Jacobian is known in closed form (no vector-Jacobian products)."""
+        return self.rem is None or self.rem_jac is not None
+
+    def _circulant_index(self, device) -> torch.Tensor:
+        """idx (V, V): flat index of the site x - y (periodic) for sites x (rows), y (cols)."""
+        key = ("circ_idx", device)
+        if key not in self._cache:
+            shape = torch.tensor(self.lat.shape, device=device)
+            grids = torch.meshgrid(*[torch.arange(n, device=device) for n in self.lat.shape],
+                                   indexing="ij")
+            coords = torch.stack([g.reshape(-1) for g in grids], 1)          # (V, d)
+            diff = (coords[:, None, :] - coords[None, :, :]) % shape         # (V, V, d)
+            strides = torch.ones(self.lat.d, dtype=torch.long, device=device)
+            for i in range(self.lat.d - 2, -1, -1):
+                strides[i] = strides[i + 1] * self.lat.shape[i + 1]
+            self._cache[key] = (diff * strides).sum(-1)
+        return self._cache[key]
+
+    def circulant(self, eig: torch.Tensor) -> torch.Tensor:
+        """The (B, V, V) circulant matrices with eigenvalues ``eig`` (B, *shape), real and even."""
+        col = self.lat.ifft(eig.to(torch.complex128 if eig.dtype == torch.float64
+                                   else torch.complex64)).to(eig.dtype)
+        col = col.reshape(eig.shape[0], -1)
+        V = col.shape[1]
+        return col[:, self._circulant_index(eig.device).reshape(-1)].reshape(-1, V, V)
+
+    def remainder_jacobian(self, phi: torch.Tensor, t: float):
+        """(kernel, diag) of the structured remainder at (phi, t), each (B, *shape)."""
+        tb = torch.full((phi.shape[0],), t, dtype=phi.dtype, device=phi.device)
+        kernel, diag = self.rem_jac(phi, tb)
+        return kernel.to(phi.dtype).expand_as(phi), diag.to(phi.dtype).expand_as(phi)
 
     def _coef(self, name: str, t: float) -> torch.Tensor:
         return getattr(self.scheme, name)(torch.tensor(t, dtype=torch.float64))
@@ -202,6 +281,44 @@ class _Flow:
             self._cache[key] = tuple(self.lat.filter(E, c).reshape(V, V) for c in (k, m))
         return self._cache[key]
 
+    def _marginal(self, t: float) -> torch.Tensor:
+        """P_t = A_t^2 G + Sigma_t (float64), the Gaussian part's marginal spectrum."""
+        A, Sigma = self._coef("A", t), self._coef("Sigma", t)
+        return (A * A * self.G + Sigma).clamp_min(torch.finfo(torch.float64).tiny)
+
+    def _propagator(self, u: float, s: float) -> torch.Tensor:
+        """Exact propagator exp(-int_s^u k) of the linear part from time u down to s <= u:
+        sqrt(P_s / P_u) with a Gaussian part (it maps N(0, P_u) onto N(0, P_s)), else A_s/A_u."""
+        if self.G is not None:
+            return torch.sqrt(self._marginal(s) / self._marginal(u))
+        return torch.exp(self._coef("log_A", s) - self._coef("log_A", u))
+
+    def exp_coefficients(self, t: float, s: float, like: torch.Tensor):
+        """(E, W) of the exponential step t -> s < t (per mode, see :func:`exponential_step`).
+
+        E = exp(-int_s^t k), W = int_s^t exp(-int_s^u k) beta_u^2 / 2 du, the latter by a
+        32-node Gauss-Legendre rule (it defines the map; densities are exact for it as run).
+        """
+        key = ("exp", t, s, like.device, like.dtype)
+        if key not in self._cache:
+            import numpy as np
+            x, w = np.polynomial.legendre.leggauss(_QUAD_NODES)
+            half, mid = 0.5 * (t - s), 0.5 * (t + s)
+            E = self._propagator(t, s)
+            W = torch.zeros_like(E)
+            for xi, wi in zip(x.tolist(), w.tolist()):
+                u = mid + half * xi
+                W = W + (half * wi) * self._propagator(u, s) * 0.5 * self._coef("beta2", u)
+            self._cache[key] = (E.to(like.device, like.dtype), W.to(like.device, like.dtype))
+        return self._cache[key]
+
+    def circulant_single(self, eig: torch.Tensor) -> torch.Tensor:
+        """(V, V) circulant matrix with eigenvalues ``eig`` (*shape), cached by identity."""
+        key = ("circ1", id(eig))
+        if key not in self._cache:
+            self._cache[key] = (eig, self.circulant(eig.unsqueeze(0))[0])
+        return self._cache[key][1]
+
     def remainder(self, phi: torch.Tensor, t: float) -> torch.Tensor:
         tb = torch.full((phi.shape[0],), t, dtype=phi.dtype, device=phi.device)
         self.nfe += 1
@@ -222,8 +339,173 @@ class _Flow:
         K, M = self.dense(t, phi)
         if self.rem is None:
             return self(phi, t), K
+        if self.rem_jac is not None:
+            with torch.no_grad():
+                r = self.remainder(phi, t)
+                c, d = self.remainder_jacobian(phi, t)
+                k, m = self.kernels(t, phi)
+                J = self.circulant(k + m * c) + M * d.reshape(d.shape[0], 1, -1)
+            return self.combine(phi, r, t), J
         r, J_r = batched_jacobian(lambda z: self.remainder(z, t), phi, max_rows=max_rows)
         return self.combine(phi, r, t), K + M @ J_r
+
+
+def exponential_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: int = 8192,
+                     with_jacobian: bool = True):
+    """(y, J, log|det J|, sign det J) of the exponential step y = Phi(x) from t down to s.
+
+    The linear (Gaussian) part of the flow is integrated exactly and the remainder is held at
+    its value at (x, t):
+
+        y~(p) = E(p) x~(p) + W(p) r~(x, t)(p),   E = exp(-int_s^t k),
+        W = int_s^t exp(-int_s^u k) beta_u^2 / 2 du,
+
+    with E = sqrt(P_s / P_t) when the score has a Gaussian part of spectrum G
+    (P = A^2 G + Sigma; a Gaussian-data flow is then exact at any step count) and A_s/A_t
+    otherwise. One remainder evaluation per step. Jacobian J = Circ(E) + Circ(W) dr/dx:
+    closed form Circ(E + W c) + Circ(W) diag(d) for a structured remainder, V
+    vector-Jacobian products otherwise; without a remainder log|det J| = sum_p log E(p).
+    """
+    B = x.shape[0]
+    lat = flow.lat
+    E, W = flow.exp_coefficients(t, s, x)
+    if flow.rem is None:
+        y = lat.ifft(lat.fft(x) * E)
+        logabs = torch.log(E.abs()).sum().expand(B)
+        return y, None, logabs, torch.sign(E).prod().expand(B)
+    if not with_jacobian:
+        with torch.no_grad():
+            r = flow.remainder(x, t)
+        return lat.ifft(lat.fft(x) * E + lat.fft(r) * W), None, None, None
+    Wd = flow.circulant_single(W)
+    if flow.rem_jac is not None:
+        with torch.no_grad():
+            r = flow.remainder(x, t)
+            c, d = flow.remainder_jacobian(x, t)
+            J = flow.circulant(E + W * c) + Wd * d.reshape(B, 1, -1)
+    else:
+        r, J_r = batched_jacobian(lambda z: flow.remainder(z, t), x, max_rows=max_rows)
+        J = flow.circulant_single(E) + Wd @ J_r
+    y = lat.ifft(lat.fft(x) * E + lat.fft(r) * W)
+    sign, logabs = slogdet(J)
+    return y.detach(), J.detach(), logabs.detach(), sign.detach()
+
+
+def _implicit_matrix(flow: _Flow, y: torch.Tensor, s: float, W: torch.Tensor):
+    """(r(y, s), I - Circ(W) dr/dy at y) for the implicit step (closed form when structured)."""
+    B, V = y.shape[0], y[0].numel()
+    Wd = flow.circulant_single(W)
+    if flow.rem_jac is not None:
+        with torch.no_grad():
+            r = flow.remainder(y, s)
+            c, d = flow.remainder_jacobian(y, s)
+            Jm = flow.circulant(1 - W * c) - Wd * d.reshape(B, 1, -1)
+        return r, Jm
+    r, J_r = batched_jacobian(lambda z: flow.remainder(z, s), y)
+    flow.jacobians += 1
+    return r, torch.eye(V, dtype=y.dtype, device=y.device) - Wd @ J_r
+
+
+def implicit_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: int = 8192,
+                  tol: float = 1e-11, max_iter: int = 50):
+    """(y, None, log|det dy/dx|, sign) of the implicit exponential step from t down to s.
+
+    The linear (Gaussian) part is integrated exactly (E, W as in :func:`exponential_step`)
+    and the remainder is taken at the END point:
+
+        y - ifft(W r~(y, s)) = ifft(E x~),    i.e.   x = ifft(E^-1 (y~ - W r~(y, s))).
+
+    The inverse map is explicit (an exponential Euler step of the noising direction), so
+    log-densities of given configurations need no iteration, and sampling solves for y by
+    Newton's method (backtracking per configuration) from y = ifft(E x~). Why implicit: the
+    explicit step x -> E x + W r(x) of a confining remainder (r ~ -c phi^3) folds for large
+    |x| and its image is bounded, so target configurations beyond it get proposal density 0
+    and exact MH / reweighting lose their support; here dx/dy = E^-1 (I - Circ(W) dr/dy) is
+    positive definite whenever the effective action's Hessian is bounded below by
+    -1 / (2 max W), and the map is then a bijection of the whole space.
+    log|det dy/dx| = sum_p log E(p) - log|det(I - Circ(W) dr/dy)|.
+    """
+    B = x.shape[0]
+    lat = flow.lat
+    E, W = flow.exp_coefficients(t, s, x)
+    logE = torch.log(E.abs()).sum()
+    b = lat.ifft(lat.fft(x) * E)
+    if flow.rem is None:
+        return b, None, logE.expand(B), torch.sign(E).prod().expand(B)
+    y = b.clone()
+    scale = 1.0 + b.abs().flatten(1).amax(1)
+
+    def residual(z):
+        r, Jm = _implicit_matrix(flow, z, s, W)
+        return z - lat.ifft(lat.fft(r) * W) - b, Jm
+
+    F, Jm = residual(y)
+    norm = F.flatten(1).abs().amax(1)
+    for _ in range(max_iter):
+        if bool((norm <= tol * scale).all()):
+            break
+        delta = solve(Jm, F.reshape(B, -1, 1)).reshape(y.shape)
+        alpha = torch.ones(B, dtype=y.dtype, device=y.device)
+        view = (-1,) + (1,) * (y.dim() - 1)
+        for _ in range(30):  # backtracking: accept per configuration once |F| decreases
+            y_try = y - alpha.view(view) * delta
+            F_try, J_try = residual(y_try)
+            n_try = F_try.flatten(1).abs().amax(1)
+            ok = (n_try < norm) | (norm <= tol * scale)
+            if bool(ok.all()):
+                break
+            alpha = torch.where(ok, alpha, 0.5 * alpha)
+        y = torch.where(ok.view(view), y_try, y)
+        F = torch.where(ok.view(view), F_try, F)
+        Jm = torch.where(ok.view(-1, 1, 1), J_try, Jm)
+        norm = torch.where(ok, n_try, norm)
+    else:
+        if not bool((norm <= tol * scale).all()):
+            raise FloatingPointError(
+                f"the implicit step {t} -> {s} did not converge in {max_iter} Newton iterations "
+                f"(residual {float(norm.max()):.3g}): the effective action is too concave for "
+                "this step; use more steps")
+    sign, logabs_m = slogdet(Jm)
+    return y.detach(), None, (logE - logabs_m).detach(), (torch.sign(E).prod() * sign).detach()
+
+
+def _implicit_inverse(flow: _Flow, y: torch.Tensor, t: float, s: float):
+    """(x, log|det dy/dx|) of the implicit step t -> s: the explicit inverse map."""
+    lat = flow.lat
+    E, W = flow.exp_coefficients(t, s, y)
+    logE = torch.log(E.abs()).sum()
+    if flow.rem is None:
+        return lat.ifft(lat.fft(y) / E), logE.expand(y.shape[0])
+    r, Jm = _implicit_matrix(flow, y, s, W)
+    x = lat.ifft((lat.fft(y) - W * lat.fft(r)) / E)
+    _, logabs_m = slogdet(Jm)
+    return x.detach(), (logE - logabs_m).detach()
+
+
+def slogdet(J: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, log|det|) of a batch of square matrices (..., V, V).
+
+    On CPU the matrices are factorized one at a time: torch's batched LU on CPU (MKL
+    getrf_batch) was measured to stall with "DLASWP parameter 6" errors for V >= ~200 and
+    batch >= 2 (torch 2.13); one at a time it costs ~2 ms at V = 256.
+    """
+    if J.dim() < 3 or J.device.type != "cpu":
+        return torch.linalg.slogdet(J)
+    flat = J.reshape(-1, *J.shape[-2:])
+    parts = [torch.linalg.slogdet(a) for a in flat]
+    sign = torch.stack([p.sign for p in parts]).reshape(J.shape[:-2])
+    logabs = torch.stack([p.logabsdet for p in parts]).reshape(J.shape[:-2])
+    return sign, logabs
+
+
+def solve(J: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.linalg.solve(J, b) for batches; one system at a time on CPU (see :func:`slogdet`)."""
+    if J.dim() < 3 or J.device.type != "cpu":
+        return torch.linalg.solve(J, b)
+    flat_J = J.reshape(-1, *J.shape[-2:])
+    flat_b = b.reshape(-1, *b.shape[-2:])
+    out = torch.stack([torch.linalg.solve(a, c) for a, c in zip(flat_J, flat_b)])
+    return out.reshape(b.shape)
 
 
 def heun_step(flow: Callable, phi: torch.Tensor, t: float, s: float) -> torch.Tensor:
@@ -271,16 +553,29 @@ def discrete_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: in
         f2, J2 = flow.with_jacobian(pred, s, max_rows)
         y = x - 0.5 * h * (f1 + f2)
         J = eye - 0.5 * h * (J1 + J2 - h * (J2 @ J1))
-    sign, logabs = torch.linalg.slogdet(J)
+    sign, logabs = slogdet(J)
     return y.detach(), J.detach(), logabs.detach(), sign.detach()
 
 
 # --------------------------------------------------------------------------- Jacobians
-def _check_volume(lattice: Lattice, method: str) -> None:
-    if method in ("discrete", "exact") and lattice.volume > MAX_EXACT_VOLUME:
+def _check_volume(lattice: Lattice, method: str, structured: bool = False) -> None:
+    """Volume limits: a generic network's Jacobian costs V vector-Jacobian products per
+    evaluation (V <= MAX_EXACT_VOLUME for "exact" and "discrete"); a structured Jacobian
+    (closed form) has an O(V) exact trace (any V) and a dense V x V determinant for
+    "discrete" (V <= MAX_STRUCTURED_VOLUME)."""
+    V = lattice.volume
+    if structured:
+        if method == "discrete" and V > MAX_STRUCTURED_VOLUME:
+            raise ValueError(
+                f"method='discrete' takes the determinant of a dense V x V step Jacobian and is "
+                f"allowed for V <= {MAX_STRUCTURED_VOLUME}; this lattice has V = {V} "
+                f"({lattice.shape}): use method=\"exact\" (closed-form divergence, any V) or "
+                "method=\"hutchinson\"")
+        return
+    if method in ("discrete", "exact") and V > MAX_EXACT_VOLUME:
         raise ValueError(
             f"method={method!r} forms the full V x V Jacobian and is allowed only for volume "
-            f"V <= {MAX_EXACT_VOLUME} (N <= 16 in 2D); this lattice has V = {lattice.volume} "
+            f"V <= {MAX_EXACT_VOLUME} (N <= 16 in 2D); this lattice has V = {V} "
             f"({lattice.shape}): use method=\"hutchinson\" (stochastic trace estimator) instead")
 
 
@@ -336,6 +631,13 @@ class _Divergence:
         tr_k = k.sum().to(torch.float64).expand(x.shape[0])
         if flow.rem is None:
             return flow(x, t), tr_k, torch.zeros_like(tr_k)
+        if flow.rem_jac is not None:  # closed form, whatever the method
+            with torch.no_grad():
+                r = flow.remainder(x, t)
+                c, d = flow.remainder_jacobian(x, t)
+            dims = tuple(range(1, x.dim()))
+            div = ((k + m * c).sum(dims) + m.mean() * d.sum(dims)).to(torch.float64)
+            return flow.combine(x, r, t), div, torch.zeros_like(div)
         if self.method in ("exact", "discrete"):
             r, J_r = batched_jacobian(lambda z: flow.remainder(z, t), x, max_rows=self.max_rows)
             self.vjp += x[0].numel()
@@ -358,12 +660,18 @@ class _Divergence:
 
 
 # --------------------------------------------------------------------------- validation
-def _check_args(scheme, method, n_probes, probe, generator_needed, generator):
+def _check_args(scheme, method, n_probes, probe, generator_needed, generator,
+                integrator="heun"):
     if not isinstance(scheme, Scheme):
         raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    _check_volume(scheme.lattice, method)
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
+    if integrator != "heun" and method != "discrete":
+        raise ValueError(f"integrator={integrator!r} has only the exact density of its discrete "
+                         f"map: use method='discrete' (got method={method!r}), or "
+                         "integrator='heun' for the continuous-time methods")
     if isinstance(n_probes, bool) or not hasattr(n_probes, "__index__") or int(n_probes) < 1:
         raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
     if probe not in PROBES:
@@ -383,16 +691,26 @@ def _check_batch_size(batch_size, n: int) -> int:
 
 
 # --------------------------------------------------------------------------- sampling
-def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method):
+def _step_evaluations(integrator: str, s: float) -> int:
+    """Remainder evaluations (hence Jacobians) of one discrete step ending at s."""
+    return 1 if integrator == "exponential" or s == 0.0 else 2
+
+
+def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method, integrator="heun"):
     """Integrate T -> t_min from phi (= phi_T); returns (phi, log-density change, var, #folds)."""
     delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
     var = torch.zeros_like(delta)
     n_bad = 0
+    step = {"exponential": exponential_step, "implicit": implicit_step}.get(integrator,
+                                                                           discrete_step)
     for t, s in zip(grid[:-1], grid[1:]):
         if method == "discrete":
-            phi, _, logabs, sign = discrete_step(flow, phi, t, s, div.max_rows)
-            if flow.rem is not None:
-                div.vjp += phi[0].numel() * (1 if s == 0.0 else 2)
+            j0 = flow.jacobians
+            phi, _, logabs, sign = step(flow, phi, t, s, div.max_rows)
+            if integrator == "implicit":
+                div.vjp += phi[0].numel() * (flow.jacobians - j0)
+            elif not flow.structured:
+                div.vjp += phi[0].numel() * _step_evaluations(integrator, s)
             n_bad += int((sign <= 0).sum())
             delta = delta - logabs.to(torch.float64)
             continue
@@ -414,8 +732,9 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
                          generator: torch.Generator, method: str = "exact", n_probes: int = 1,
                          t_min: float | None = None, grid: str = "uniform", prior_G=None,
                          probe: str = "rademacher", batch_size: int | None = None,
-                         max_rows: int = 8192, dtype=torch.float64, return_info: bool = False):
-    """Draw ``n`` configurations with the probability-flow Heun sampler AND their log-density.
+                         max_rows: int = 8192, dtype=torch.float64, return_info: bool = False,
+                         integrator: str = "heun"):
+    """Draw ``n`` configurations with the probability-flow sampler AND their log-density.
 
     phi_T ~ N(0, S_T) (S_T = scheme.prior_spectrum(prior_G), drawn with ``generator`` on its
     device), then n_steps Heun steps on scheme.time_grid(n_steps, grid, t_min) down to t_min
@@ -431,7 +750,7 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
     (vector-Jacobian products per configuration), ``n_nonpositive_det`` (discrete steps whose
     Jacobian determinant was <= 0, i.e. the map folded; 0 for a good sampler), ``times``.
     """
-    n_probes = _check_args(scheme, method, n_probes, probe, True, generator)
+    n_probes = _check_args(scheme, method, n_probes, probe, True, generator, integrator)
     if isinstance(n, bool) or not hasattr(n, "__index__") or int(n) < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     n = int(n)
@@ -440,6 +759,7 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
     lat = scheme.lattice
     spec = prior_spectrum(scheme, prior_G, generator.device)
     flow = _Flow(score_fn, scheme)
+    _check_volume(lat, method, flow.structured)
     div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
     outs: dict[str, list] = {"phi": [], "log_q": [], "var": [], "prior": [], "phi_T": []}
     n_bad, n_chunks = 0, 0
@@ -447,7 +767,7 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
         size = min(batch_size, n - start)
         phi_T = lat.colored_noise(spec, size, generator).to(dtype)
         log_p = gaussian_log_density(phi_T, spec, lat).to(torch.float64)
-        phi, delta, var, bad = _sample_chunk(flow, div, phi_T, grid_t, method)
+        phi, delta, var, bad = _sample_chunk(flow, div, phi_T, grid_t, method, integrator)
         n_bad += bad
         n_chunks += 1
         for key, val in (("phi", phi), ("log_q", log_p + delta), ("var", var),
@@ -459,32 +779,49 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
     info = {"log_q_var": torch.cat(outs["var"]), "log_prior": torch.cat(outs["prior"]),
             "phi_T": torch.cat(outs["phi_T"]), "nfe": flow.nfe // n_chunks,
             "vjp": div.vjp // n_chunks, "n_nonpositive_det": n_bad,
-            "times": torch.tensor(grid_t, dtype=torch.float64), "method": method}
+            "times": torch.tensor(grid_t, dtype=torch.float64), "method": method,
+            "integrator": integrator}
     return phi, log_q, info
 
 
 # --------------------------------------------------------------------------- likelihood of data
-def _invert_step(flow: _Flow, y, t, s, max_rows, tol, max_iter):
-    """Solve Phi(x) = y for the Heun step t -> s; returns (x, log|det dPhi/dx| at x, iterations).
+def _invert_step(flow: _Flow, y, t, s, max_rows, tol, max_iter, integrator="heun"):
+    """Solve Phi(x) = y for the step t -> s; returns (x, log|det dPhi/dx| at x, iterations).
 
-    Linear flow: x = ifft(fft(y) / g). Otherwise Newton's method from the explicit guess
-    x = y + h f(y, .), using the step Jacobian of :func:`discrete_step`.
+    Linear flow: x = ifft(fft(y) / g) (g the Heun gain or the exponential propagator E).
+    Otherwise Newton's method from an explicit guess (Heun: x = y + h f(y, .); exponential:
+    x = E^-1 (y - W r(y, t))), using the step Jacobian of :func:`discrete_step` or
+    :func:`exponential_step`.
     """
-    if flow.rem is None:
-        g = _heun_gain(flow, t, s, y)
-        x = flow.lat.ifft(flow.lat.fft(y) / g)
-        return x, torch.log(g.abs()).sum().expand(y.shape[0]), 0
-    with torch.no_grad():
-        x = y + (t - s) * flow(y, s if s > 0 else t)
+    lat = flow.lat
+    if integrator == "implicit":  # explicit inverse: no iteration
+        x, logabs = _implicit_inverse(flow, y, t, s)
+        return x, logabs, 0
+    if integrator == "exponential":
+        E, W = flow.exp_coefficients(t, s, y)
+        if flow.rem is None:
+            x = lat.ifft(lat.fft(y) / E)
+            return x, torch.log(E.abs()).sum().expand(y.shape[0]), 0
+        with torch.no_grad():
+            x = lat.ifft((lat.fft(y) - W * lat.fft(flow.remainder(y, t))) / E)
+        step = exponential_step
+    else:
+        if flow.rem is None:
+            g = _heun_gain(flow, t, s, y)
+            x = lat.ifft(lat.fft(y) / g)
+            return x, torch.log(g.abs()).sum().expand(y.shape[0]), 0
+        with torch.no_grad():
+            x = y + (t - s) * flow(y, s if s > 0 else t)
+        step = discrete_step
     scale = 1.0 + y.abs().flatten(1).amax(1)
     for it in range(1, max_iter + 1):
-        Phi, J, logabs, _ = discrete_step(flow, x, t, s, max_rows)
+        Phi, J, logabs, _ = step(flow, x, t, s, max_rows)
         r = (Phi - y).flatten(1)
         if bool((r.abs().amax(1) <= tol * scale).all()):
             return x, logabs, it
-        x = x - torch.linalg.solve(J, r.unsqueeze(-1)).squeeze(-1).reshape(x.shape)
+        x = x - solve(J, r.unsqueeze(-1)).squeeze(-1).reshape(x.shape)
     raise FloatingPointError(
-        f"Newton inversion of the Heun step {t} -> {s} did not converge in {max_iter} "
+        f"Newton inversion of the {integrator} step {t} -> {s} did not converge in {max_iter} "
         f"iterations (residual {float(r.abs().max()):.3g}); the discrete map may not be "
         "invertible here: use more steps or method='exact'")
 
@@ -494,7 +831,7 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
                        grid: str = "uniform", prior_G=None, probe: str = "rademacher",
                        generator: torch.Generator | None = None, max_rows: int = 8192,
                        newton_tol: float = 1e-11, newton_max_iter: int = 30,
-                       return_info: bool = False):
+                       return_info: bool = False, integrator: str = "heun"):
     """Model log-density at t_min of given configurations ``phi0`` (B, *lattice.shape).
 
     exact / hutchinson: integrate the probability-flow ODE forward, t_min -> T, with Heun on
@@ -506,11 +843,13 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
     ``return_info``, (log_q, info): ``log_q_var``, ``phi_T``, ``log_prior``, ``nfe``,
     ``vjp`` (per configuration) and ``newton_iterations`` (the most any step needed).
     """
-    n_probes = _check_args(scheme, method, n_probes, probe, method == "hutchinson", generator)
+    n_probes = _check_args(scheme, method, n_probes, probe, method == "hutchinson", generator,
+                           integrator)
     lat = scheme.lattice
     lat.check_field(phi0, "phi0")
     grid_t = scheme.time_grid(n_steps, kind=grid, t_min=t_min).tolist()
     flow = _Flow(score_fn, scheme)
+    _check_volume(lat, method, flow.structured)
     div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
     phi = phi0.detach()
     delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
@@ -518,10 +857,14 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
     iters = 0
     if method == "discrete":
         for t, s in zip(reversed(grid_t[:-1]), reversed(grid_t[1:])):
-            phi, logabs, it = _invert_step(flow, phi, t, s, max_rows, newton_tol, newton_max_iter)
+            j0 = flow.jacobians
+            phi, logabs, it = _invert_step(flow, phi, t, s, max_rows, newton_tol, newton_max_iter,
+                                           integrator)
             iters = max(iters, it)
-            if flow.rem is not None:
-                div.vjp += it * phi[0].numel() * (1 if s == 0.0 else 2)
+            if integrator == "implicit":
+                div.vjp += phi[0].numel() * (flow.jacobians - j0)
+            elif not flow.structured:
+                div.vjp += it * phi[0].numel() * _step_evaluations(integrator, s)
             delta = delta - logabs.to(torch.float64)
     else:
         up = list(reversed(grid_t))
@@ -538,4 +881,5 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
     if not return_info:
         return log_q
     return log_q, {"log_q_var": var, "phi_T": phi, "log_prior": log_prior, "nfe": flow.nfe,
-                   "vjp": div.vjp, "newton_iterations": iters, "method": method}
+                   "vjp": div.vjp, "newton_iterations": iters, "method": method,
+                   "integrator": integrator}

@@ -87,12 +87,12 @@ class FlowProposal:
                  grid: str = "uniform", t_min: float | None = None, prior_G=None,
                  n_probes: int = 1, batch_size: int | None = None,
                  max_rows: int = 8192, dtype=torch.float64,
-                 probe_generator: torch.Generator | None = None):
+                 probe_generator: torch.Generator | None = None, integrator: str = "heun"):
         if not isinstance(scheme, Scheme):
             raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
         self.score_fn, self.scheme, self.lattice = score_fn, scheme, scheme.lattice
         self.kw = dict(n_steps=n_steps, method=method, grid=grid, t_min=t_min, prior_G=prior_G,
-                       n_probes=n_probes, max_rows=max_rows)
+                       n_probes=n_probes, max_rows=max_rows, integrator=integrator)
         self.batch_size, self.dtype = batch_size, dtype
         self.probe_generator = probe_generator
         self.nfe = self.vjp = 0
@@ -111,6 +111,29 @@ class FlowProposal:
                                          return_info=True, **self.kw)
         self.log_prob_vjp = info["vjp"]
         return log_q
+
+
+class ReplayProposal:
+    """Proposals drawn beforehand, handed out in order by ``sample(n, generator)`` (the
+    generator is not used: the draws are already made). Independence MH only needs i.i.d.
+    draws of q with their log q, so replaying a stored i.i.d. stream is the same chain (and
+    the same draws can serve reweighting). ``log_prob`` (needed by the hybrid) delegates to
+    ``flow``, a proposal with the same sampler settings, when given."""
+
+    def __init__(self, phi: torch.Tensor, log_q: torch.Tensor, flow=None):
+        if phi.shape[0] != log_q.shape[0]:
+            raise ValueError(f"phi and log_q must have the same length, got {phi.shape[0]} and "
+                             f"{log_q.shape[0]}")
+        self.phi, self.log_q, self.flow, self.next = phi, log_q, flow, 0
+        if flow is not None:
+            self.log_prob = flow.log_prob
+
+    def sample(self, n: int, generator: torch.Generator):
+        if self.next + n > self.phi.shape[0]:
+            raise ValueError(f"only {self.phi.shape[0]} proposals were drawn; asked for more")
+        sl = slice(self.next, self.next + n)
+        self.next += n
+        return self.phi[sl], self.log_q[sl]
 
 
 # --------------------------------------------------------------------------- results

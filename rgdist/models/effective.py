@@ -122,6 +122,41 @@ class EffectiveActionScore(ScoreModel):
         values = operator_values(phi, self.d)
         return sum(c[:, i] * values[name] for i, name in enumerate(self.operators))
 
+    @property
+    def has_structured_jacobian(self) -> bool:
+        """True when d score / d phi is circulant + diagonal (no residual net)."""
+        return self.residual is None
+
+    def score_jacobian(self, phi: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """d s / d phi = Circ(kernel) + diag(diag), in closed form (no autograd).
+
+        With s = -sum_i c_i grad O_i the Jacobian is minus the Hessian of the effective action:
+        phi2 -> 2 c I, grad2 -> -2 c Lap (eigenvalue 2 c phat^2(p)), phi4 -> 12 c diag(phi^2),
+        phi6 -> 30 c diag(phi^4). Returns ``kernel`` (B, *shape), the circulant's eigenvalues
+        per configuration (momentum space, real and even in p), and ``diag`` (B, *shape), the
+        position-space diagonal. Only without a residual net (``has_structured_jacobian``).
+        """
+        if self.residual is not None:
+            raise ValueError("score_jacobian needs an effective-action model without a residual "
+                             "net (its Jacobian is then circulant + diagonal)")
+        self.lattice.check_field(phi)
+        t = as_time(t, phi.shape[0], phi)
+        c = self._coupling_tensor(t.to(self.param_dtype)).to(phi.dtype)
+        view = (-1,) + (1,) * self.d
+        kernel = torch.zeros_like(phi)
+        diag = torch.zeros_like(phi)
+        for i, name in enumerate(self.operators):
+            ci = c[:, i].reshape(view)
+            if name == "phi2":
+                kernel = kernel - 2 * ci
+            elif name == "grad2":
+                kernel = kernel - 2 * ci * self.lattice.phat2(phi.device, phi.dtype)
+            elif name == "phi4":
+                diag = diag - 12 * ci * phi * phi
+            elif name == "phi6":
+                diag = diag - 30 * ci * phi**4
+        return kernel, diag
+
     def score(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         c = self._coupling_tensor(t)
         grads = operator_gradients(phi, self.d, self.operators)
