@@ -43,6 +43,18 @@ Hutchinson it is a perfect control variate: only v^T M_t J_r v is estimated); on
 differentiated by autograd. With no remainder the Heun map is linear and mode-diagonal and
 log|det| = sum_p log|g(p)| in closed form (g the per-mode Heun gain).
 
+Integrators (``integrator``, method "discrete" only for the last two): "heun" (above);
+"exponential" (Gaussian part exact, E = sqrt(P_s / P_t), remainder held at the step's start:
+:func:`exponential_step`); "implicit" (remainder at the step's end, explicit inverse:
+:func:`implicit_step`). The change-of-variables density is that of the map only where the
+map is injective; explicit steps of a confining remainder fold (tested), the implicit step
+does not while the learned effective action is not too concave.
+
+Closed-form Jacobians: an effective-action model without residual net (alone or inside a
+GaussianExactScore) has dr/dphi = Circ(c) + diag(d) (:func:`remainder_jacobian`): no
+vector-Jacobian products at all, an O(V) exact trace (method "exact" at any V) and dense
+V x V step Jacobians for "discrete" up to V = MAX_STRUCTURED_VOLUME = 1024.
+
 ``discrete`` and ``exact`` need V = prod(N) <= 256 (N <= 16 in 2D); larger lattices raise
 ValueError pointing to ``method="hutchinson"``. Cost per configuration and step: 2 score
 evaluations plus 2 V (exact, discrete) or 2 n_probes (hutchinson) vector-Jacobian products.

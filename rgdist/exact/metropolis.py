@@ -73,7 +73,14 @@ class GaussianProposal:
 
 
 class FlowProposal:
-    """The probability-flow Heun sampler as a proposal with its log-density.
+    """The probability-flow sampler as a proposal with its log-density.
+
+    ``integrator``: "heun" (default), "exponential" (Gaussian part exact, remainder at the
+    step's start) or "implicit" (remainder at the step's end; explicit inverse). The
+    change-of-variables density of ``method="discrete"`` is exact only where the discrete map
+    is injective: explicit steps ("heun", "exponential") of a confining remainder (a phi^4-like
+    effective action) fold for large fields, so use enough steps, or "implicit", whose map is
+    a bijection while the learned effective action is not too concave.
 
     ``sample(n, generator) -> (phi, log_q)`` runs :func:`ode_sample_with_logq`;
     ``log_prob(phi)`` runs :func:`ode_log_likelihood` with the same grid and method (needed
