@@ -67,6 +67,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 from rgdist.lattice.geometry import Lattice
@@ -313,7 +314,6 @@ class _Flow:
         """
         key = ("exp", t, s, like.device, like.dtype)
         if key not in self._cache:
-            import numpy as np
             x, w = np.polynomial.legendre.leggauss(_QUAD_NODES)
             half, mid = 0.5 * (t - s), 0.5 * (t + s)
             E = self._propagator(t, s)
@@ -403,7 +403,8 @@ def exponential_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows:
     return y.detach(), J.detach(), logabs.detach(), sign.detach()
 
 
-def _implicit_matrix(flow: _Flow, y: torch.Tensor, s: float, W: torch.Tensor):
+def _implicit_matrix(flow: _Flow, y: torch.Tensor, s: float, W: torch.Tensor,
+                     max_rows: int = 8192):
     """(r(y, s), I - Circ(W) dr/dy at y) for the implicit step (closed form when structured)."""
     B, V = y.shape[0], y[0].numel()
     Wd = flow.circulant_single(W)
@@ -413,7 +414,7 @@ def _implicit_matrix(flow: _Flow, y: torch.Tensor, s: float, W: torch.Tensor):
             c, d = flow.remainder_jacobian(y, s)
             Jm = flow.circulant(1 - W * c) - Wd * d.reshape(B, 1, -1)
         return r, Jm
-    r, J_r = batched_jacobian(lambda z: flow.remainder(z, s), y)
+    r, J_r = batched_jacobian(lambda z: flow.remainder(z, s), y, max_rows=max_rows)
     flow.jacobians += 1
     return r, torch.eye(V, dtype=y.dtype, device=y.device) - Wd @ J_r
 
@@ -448,7 +449,7 @@ def implicit_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: in
     scale = 1.0 + b.abs().flatten(1).amax(1)
 
     def residual(z):
-        r, Jm = _implicit_matrix(flow, z, s, W)
+        r, Jm = _implicit_matrix(flow, z, s, W, max_rows)
         return z - lat.ifft(lat.fft(r) * W) - b, Jm
 
     F, Jm = residual(y)
@@ -481,14 +482,14 @@ def implicit_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: in
     return y.detach(), None, (logE - logabs_m).detach(), (torch.sign(E).prod() * sign).detach()
 
 
-def _implicit_inverse(flow: _Flow, y: torch.Tensor, t: float, s: float):
+def _implicit_inverse(flow: _Flow, y: torch.Tensor, t: float, s: float, max_rows: int = 8192):
     """(x, log|det dy/dx|) of the implicit step t -> s: the explicit inverse map."""
     lat = flow.lat
     E, W = flow.exp_coefficients(t, s, y)
     logE = torch.log(E.abs()).sum()
     if flow.rem is None:
         return lat.ifft(lat.fft(y) / E), logE.expand(y.shape[0])
-    r, Jm = _implicit_matrix(flow, y, s, W)
+    r, Jm = _implicit_matrix(flow, y, s, W, max_rows)
     x = lat.ifft((lat.fft(y) - W * lat.fft(r)) / E)
     _, logabs_m = slogdet(Jm)
     return x.detach(), (logE - logabs_m).detach()
@@ -807,7 +808,7 @@ def _invert_step(flow: _Flow, y, t, s, max_rows, tol, max_iter, integrator="heun
     """
     lat = flow.lat
     if integrator == "implicit":  # explicit inverse: no iteration
-        x, logabs = _implicit_inverse(flow, y, t, s)
+        x, logabs = _implicit_inverse(flow, y, t, s, max_rows)
         return x, logabs, 0
     if integrator == "exponential":
         E, W = flow.exp_coefficients(t, s, y)
