@@ -461,7 +461,7 @@ class PointJob:
         log q per moved state and step), reweighting reuses them.
         """
         from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
-                                  ess_fraction, log_weights, ode_sample_with_logq)
+                                  defensive_mixture, ess_fraction, log_weights)
 
         c = self.ctx.campaign
         e = c.exact
@@ -472,17 +472,22 @@ class PointJob:
         for p in model.parameters():
             p.requires_grad_(False)
         kw = dict(n_steps=e.n_steps, method=e.likelihood, grid=c.sample.grid, t_min=c.scheme.t_min,
-                  prior_G=G.cpu(), n_probes=e.n_probes)
+                  prior_G=G.cpu(), n_probes=e.n_probes, integrator=e.integrator)
+        flow = FlowProposal(model, scheme, batch_size=e.batch_size, dtype=self.dtype,
+                            probe_generator=self.gen("exact", "probe"), **kw)
+        source = flow if e.defensive == 0 else defensive_mixture(flow, self.lattice, G.cpu(),
+                                                                 e.defensive)
         n_chunks = -(-e.n_proposals // e.batch_size)
         phis, log_qs = [], []
-        nfe = vjp = folds = 0
+        nfe = vjp = folds = n_defensive = 0
         for ci in range(n_chunks):
             n = min(e.batch_size, e.n_proposals - ci * e.batch_size)
-            phi, log_q, info = ode_sample_with_logq(model, scheme, n, generator=self.gen("exact", "proposal", ci),
-                                                    dtype=self.dtype, return_info=True, **kw)
+            phi, log_q = source.sample(n, self.gen("exact", "proposal", ci))
             phis.append(phi.detach())
             log_qs.append(log_q.detach())
-            nfe, vjp, folds = info["nfe"], info["vjp"], folds + int(info["n_nonpositive_det"])
+            nfe, vjp, folds = flow.nfe, flow.vjp, folds + flow.n_nonpositive_det
+            if source is not flow:
+                n_defensive += int((source.last_labels == 1).sum())
             faults.maybe_kill("exact_chunk")
             self._report(progress=0.5 * (ci + 1) / n_chunks)
         phi, log_q = torch.cat(phis), torch.cat(log_qs)
@@ -498,6 +503,9 @@ class PointJob:
                f"{pre}/nfe": np.asarray(nfe, dtype=np.int64),
                f"{pre}/vjp": np.asarray(vjp, dtype=np.int64),
                f"{pre}/n_nonpositive_det": np.asarray(folds, dtype=np.int64)}
+        if e.defensive:
+            out[f"{pre}/defensive"] = np.asarray(e.defensive, dtype=np.float64)
+            out[f"{pre}/n_defensive"] = np.asarray(n_defensive, dtype=np.int64)
 
         def pairs(sub, est):
             return {f"{pre}/{sub}/{name}": np.array([est[name][0], est[name][1]], dtype=np.float64)
@@ -509,11 +517,7 @@ class PointJob:
             acc.update(phi, log_w, torch.arange(e.n_proposals) % n_bins)
             out.update(pairs("reweight", acc.estimate()))
         if e.method in ("mh", "both"):
-            flow = None
-            if e.hmc_trajectories:
-                flow = FlowProposal(model, scheme, batch_size=e.batch_size, dtype=self.dtype,
-                                    probe_generator=self.gen("exact", "probe"), **kw)
-            proposal = ReplayProposal(phi, log_q, flow)
+            proposal = ReplayProposal(phi, log_q, source if e.hmc_trajectories else None)
             hmc_params = {"step_size": float(np.mean(self.arrays["hmc/step_size"])),
                           "n_steps": c.hmc.n_steps, "integrator": c.hmc.integrator,
                           "fourier_accel": c.hmc.fourier_accel, "fa_mass2": c.hmc.fa_mass2}

@@ -44,6 +44,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PARAMETRIZATIONS = tuple(_grid.AXES)
 EXACT_METHODS = ("off", "reweight", "mh", "both")
 LIKELIHOODS = ("discrete", "exact", "hutchinson")
+FLOW_INTEGRATORS = ("heun", "exponential", "implicit")  # = rgdist.exact.INTEGRATORS
 # = rgdist.exact.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
 MAX_EXACT_VOLUME = 256
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
@@ -325,11 +326,16 @@ class ExactSpec(_Section):
 
     method: off | reweight (self-normalized importance weights w = exp(-S - log q)) | mh
     (independence Metropolis-Hastings) | both. Proposals: ``n_proposals`` draws of the
-    probability-flow Heun sampler with ``n_steps`` steps, in chunks of ``batch_size``, with
-    log q by ``likelihood`` (discrete: exact density of the map run, V <= 256; exact: O(h^2)
-    continuous formula, V <= 256; hutchinson: ``n_probes`` probes, any V). MH replays the
-    same proposals over ``mh_chains`` chains (n_proposals // mh_chains - 1 steps), each step
-    followed by ``hmc_trajectories`` HMC trajectories (hybrid; 0 = pure independence MH).
+    probability-flow sampler (``integrator``: heun | exponential | implicit; the last two need
+    likelihood "discrete") with ``n_steps`` steps, in chunks of ``batch_size``, with log q by
+    ``likelihood`` (discrete: exact density of the map run, V <= 256, or V <= 1024 for an
+    effective-action model; exact: O(h^2) continuous formula; hutchinson: ``n_probes``
+    probes, any V). ``defensive`` in [0, 1): that fraction of the draws comes from the
+    Gaussian of the measured two-point function instead (defensive mixture: bounded weights
+    whatever the model; each draw is then evaluated under both, so the flow's map must be
+    invertible everywhere: use integrator "implicit"). MH replays the same proposals over
+    ``mh_chains`` chains (n_proposals // mh_chains - 1 steps), each step followed by
+    ``hmc_trajectories`` HMC trajectories (hybrid; 0 = pure independence MH).
     """
 
     KEY: ClassVar[str] = "exact"
@@ -341,10 +347,20 @@ class ExactSpec(_Section):
     mh_chains: int = opt(16, Int(lo=1))
     hmc_trajectories: int = opt(0, Int(lo=0))
     n_probes: int = opt(4, Int(lo=1))
+    integrator: str = opt("heun", Choice(*FLOW_INTEGRATORS))
+    defensive: float = opt(0.0, Real(lo=0.0, hi=1.0, hi_open=True))
 
     @property
     def enabled(self) -> bool:
         return self.method != "off"
+
+    def to_dict(self) -> dict:
+        # keys added later are omitted at their defaults, so existing point ids stay valid
+        out = super().to_dict()
+        for key, default in (("integrator", "heun"), ("defensive", 0.0)):
+            if out[key] == default:
+                del out[key]
+        return out
 
     @property
     def mh_steps(self) -> int:
@@ -352,6 +368,9 @@ class ExactSpec(_Section):
         return self.n_proposals // self.mh_chains - 1
 
     def _check(self):
+        if self.integrator != "heun" and self.likelihood != "discrete":
+            raise ConfigError("exact.integrator", f"{self.integrator!r} needs exact.likelihood: "
+                                                  f"discrete, got {self.likelihood!r}")
         if self.method in ("mh", "both") and self.n_proposals < 3 * self.mh_chains:
             raise ConfigError("exact.n_proposals", f"must be >= 3 * exact.mh_chains = "
                                                    f"{3 * self.mh_chains} (at least 2 MH steps), "

@@ -28,6 +28,7 @@ from rgdist.exact.metropolis import (
     ReplayProposal,
     independence_mh,
 )
+from rgdist.exact.mixture import MixtureProposal, defensive_mixture, log_weight_bound
 from rgdist.exact.reweight import (
     WeightedAccumulator,
     ess_fraction,
@@ -42,6 +43,9 @@ __all__ = [
     "IndependenceMH",
     "MHResult",
     "ReplayProposal",
+    "MixtureProposal",
+    "defensive_mixture",
+    "log_weight_bound",
     "independence_mh",
     "WeightedAccumulator",
     "ess_fraction",

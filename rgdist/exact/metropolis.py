@@ -102,7 +102,7 @@ class FlowProposal:
                        n_probes=n_probes, max_rows=max_rows, integrator=integrator)
         self.batch_size, self.dtype = batch_size, dtype
         self.probe_generator = probe_generator
-        self.nfe = self.vjp = 0
+        self.nfe = self.vjp = self.n_nonpositive_det = 0
         self.log_prob_vjp = 0
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +110,7 @@ class FlowProposal:
             self.score_fn, self.scheme, n, generator=generator, batch_size=self.batch_size,
             dtype=self.dtype, return_info=True, **self.kw)
         self.nfe, self.vjp = info["nfe"], info["vjp"]
+        self.n_nonpositive_det = int(info["n_nonpositive_det"])
         return phi, log_q
 
     def log_prob(self, phi: torch.Tensor) -> torch.Tensor:

@@ -89,3 +89,29 @@ def test_kill_in_exact_stage_and_resume_is_bitwise_identical(reference, tmp_path
     log = (tmp_path / "run" / "logs" / "rank-0000.log").read_text()
     assert "at stage exact" in log
     assert digest(tmp_path / "run") == digest(ref_dir)
+
+
+DEFENSIVE = CAMPAIGN.replace("name: tinyexact", "name: tinydefensive").replace(
+    "mh_chains: 4}", "mh_chains: 4, integrator: implicit, defensive: 0.5}")
+
+
+def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
+    """exact.defensive: half the proposals come from the measured Gaussian; the results record
+    the fraction and the count drawn from it, and a kill in the stage resumes bitwise."""
+    camp = tmp_path / "defensive.yaml"
+    camp.write_text(DEFENSIVE)
+    ref = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a = _point_arrays(tmp_path / "ref")
+    assert float(a["exact/defensive"]) == 0.5
+    k = int(a["exact/n_defensive"])
+    assert abs(k - N_PROPOSALS / 2) < 4 * math.sqrt(N_PROPOSALS / 4)  # binomial, 4 sigma
+    assert 0 < float(a["exact/ess_fraction"]) <= 1 and 0 < float(a["exact/acceptance"]) < 1
+    assert int(a["exact/n_nonpositive_det"]) == 0
+    for src in ("reweight", "mh"):
+        assert np.isfinite(a[f"exact/{src}/chi"]).all()
+    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT="exact_chunk:1")
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+    resumed = rgdist(["resume", "run"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert digest(tmp_path / "run") == digest(tmp_path / "ref")

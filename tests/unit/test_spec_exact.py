@@ -100,3 +100,31 @@ def test_volume_limit_matches_the_library():
     from rgdist.exact import MAX_EXACT_VOLUME, METHODS
 
     assert S.MAX_EXACT_VOLUME == MAX_EXACT_VOLUME and S.LIKELIHOODS == METHODS
+
+
+def test_integrator_and_defensive_keys():
+    on = setkey(base(), "exact.method", "both")
+    ref = parse_campaign(on)
+    assert (ref.exact.integrator, ref.exact.defensive) == ("heun", 0.0)
+    # at their defaults the keys are left out of the resolved config: point ids stay as before
+    assert "integrator" not in ref.to_dict()["exact"] and "defensive" not in ref.to_dict()["exact"]
+    same = parse_campaign(setkey(setkey(on, "exact.integrator", "heun"), "exact.defensive", 0.0))
+    assert _ids(same.to_dict()) == _ids(on)
+    m = setkey(setkey(on, "exact.integrator", "implicit"), "exact.defensive", 0.25)
+    c = parse_campaign(m)
+    assert (c.exact.integrator, c.exact.defensive) == ("implicit", 0.25)
+    assert c.to_dict()["exact"]["integrator"] == "implicit"
+    assert Campaign.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert not set(_ids(m)) & set(_ids(on))
+    err = bad(setkey(on, "exact.integrator", "rk4"), "exact.integrator", match="must be one of")
+    assert all(name in str(err) for name in S.FLOW_INTEGRATORS)
+    for value in (1.0, -0.1, "half", True):
+        bad(setkey(on, "exact.defensive", value), "exact.defensive")
+    bad(setkey(setkey(on, "exact.integrator", "implicit"), "exact.likelihood", "hutchinson"),
+        "exact.integrator", match="needs exact.likelihood: discrete")
+
+
+def test_integrators_match_the_library():
+    from rgdist.exact import INTEGRATORS
+
+    assert S.FLOW_INTEGRATORS == INTEGRATORS
