@@ -74,9 +74,9 @@ def taus(series: dict[str, np.ndarray]) -> dict:
 
 # --------------------------------------------------------------------------- HMC
 def hmc_cost(n: int, *, traj_length: float, fourier: bool, n_chains: int, n_therm: int,
-             n_traj: int, threads: int, seed: int, keep_every: int = 0):
+             n_traj: int, threads: int, seed: int, keep_every: int = 0, m2: float = M2_CRIT):
     lat = Lattice(n)
-    action = Phi4Action(M2_CRIT, LAM)
+    action = Phi4Action(m2, LAM)
     step = 0.1 if not fourier else 0.25
     n_steps = max(1, round(traj_length / step))
     kw = dict(fourier_accel=True, fa_mass2=0.1) if fourier else {}

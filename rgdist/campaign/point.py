@@ -461,7 +461,7 @@ class PointJob:
         log q per moved state and step), reweighting reuses them.
         """
         from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
-                                  defensive_mixture, ess_fraction, log_weights)
+                                  defensive_mixture, ess_fraction, log_weights, pareto_k)
 
         c = self.ctx.campaign
         e = c.exact
@@ -499,6 +499,7 @@ class PointJob:
             raise FloatingPointError("every exact-stage proposal has weight 0 (non-finite S + log q)")
         pre = "results/exact"
         out = {f"{pre}/ess_fraction": np.asarray(ess_fraction(log_w), dtype=np.float64),
+               f"{pre}/pareto_k": np.asarray(pareto_k(log_w), dtype=np.float64),
                f"{pre}/n_proposals": np.asarray(e.n_proposals, dtype=np.int64),
                f"{pre}/nfe": np.asarray(nfe, dtype=np.int64),
                f"{pre}/vjp": np.asarray(vjp, dtype=np.int64),

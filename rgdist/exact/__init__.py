@@ -34,6 +34,7 @@ from rgdist.exact.reweight import (
     ess_fraction,
     log_weights,
     normalized_weights,
+    pareto_k,
     reweight,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "ess_fraction",
     "log_weights",
     "normalized_weights",
+    "pareto_k",
     "reweight",
     "INTEGRATORS",
     "MAX_EXACT_VOLUME",

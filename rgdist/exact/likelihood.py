@@ -889,8 +889,14 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
             delta = delta + 0.5 * h * (d1 + d2)
             var = var + 0.25 * h * h * (v1 + v2)
             phi = phi + 0.5 * h * (f1 + f2)
-    log_prior = prior_log_density(scheme, phi, prior_G).to(torch.float64)
-    log_q = log_prior + delta
+    # a configuration whose preimage overflowed (the inverse of a confining flow grows
+    # super-exponentially far out) has a prior density that underflows: q = 0 to float range
+    lost = ~torch.isfinite(phi).flatten(1).all(1)
+    log_prior = prior_log_density(scheme, torch.where(lost.view(-1, *(1,) * lat.d), 0.0, phi),
+                                  prior_G).to(torch.float64)
+    lost = lost | (log_prior == -math.inf)  # |log|det|| grows only like log |phi|
+    log_prior = torch.where(lost, -math.inf, log_prior)
+    log_q = torch.where(lost, -math.inf, log_prior + delta)
     if not return_info:
         return log_q
     return log_q, {"log_q_var": var, "phi_T": phi, "log_prior": log_prior, "nfe": flow.nfe,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from rgdist.exact.likelihood import gaussian_log_density, ode_log_likelihood, ode_sample_with_logq
+from rgdist.exact.reweight import log_weights
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
 from rgdist.lattice.hmc import HMC
@@ -215,8 +216,7 @@ class IndependenceMH:
         self.n_steps_done = 0
 
     def _log_w(self, phi: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-        lw = -self.action(phi).to(torch.float64) - log_q.to(torch.float64)
-        return torch.where(torch.isfinite(lw), lw, torch.full_like(lw, -torch.inf))
+        return log_weights(phi, log_q, self.action)
 
     @torch.no_grad()
     def step(self) -> dict:

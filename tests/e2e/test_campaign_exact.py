@@ -108,6 +108,7 @@ def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
     assert abs(k - N_PROPOSALS / 2) < 4 * math.sqrt(N_PROPOSALS / 4)  # binomial, 4 sigma
     assert 0 < float(a["exact/ess_fraction"]) <= 1 and 0 < float(a["exact/acceptance"]) < 1
     assert int(a["exact/n_nonpositive_det"]) == 0
+    assert np.isfinite(float(a["exact/pareto_k"]))
     for src in ("reweight", "mh"):
         assert np.isfinite(a[f"exact/{src}/chi"]).all()
     killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT="exact_chunk:1")

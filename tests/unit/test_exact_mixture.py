@@ -119,3 +119,22 @@ def test_mixture_bad_input():
             defensive_mixture(g, lat, lat.free_propagator(1.0), bad)
     with pytest.raises(ValueError, match="n must be"):
         MixtureProposal([g], [1.0]).sample(0, gen(0))
+
+
+def test_pareto_k_recovers_known_tails():
+    from rgdist.exact import pareto_k
+
+    # w = u^-xi (u uniform) is Pareto with tail shape xi; 10 replicas of n = 16384
+    for xi in (0.3, 0.8):
+        ks = torch.tensor([pareto_k(-xi * torch.log(torch.rand(16384, generator=gen(10 + r),
+                                                                dtype=torch.float64)))
+                           for r in range(10)])
+        sd = float(ks.std())
+        assert sd < 0.15 and abs(float(ks.mean()) - xi) < 4 * sd / math.sqrt(10), (xi, ks)
+    # bounded weights: negative shape; the fit ignores the scale of w; too few weights: nan
+    lw = torch.log(torch.rand(8192, generator=gen(20), dtype=torch.float64))
+    assert pareto_k(lw) < 0
+    assert pareto_k(lw + 1234.5) == pytest.approx(pareto_k(lw), abs=1e-9)
+    assert math.isnan(pareto_k(lw[:24]))
+    assert pareto_k(torch.cat([lw, torch.full((100,), -math.inf, dtype=torch.float64)])) == \
+        pytest.approx(pareto_k(lw), abs=1e-12)

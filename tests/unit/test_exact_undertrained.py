@@ -1,0 +1,104 @@
+"""Exact correction of an UNDER-TRAINED learned sampler at an interacting point (lam = 1,
+m2 = -1, N = 8: U ~ 0.33, far from Gaussian).
+
+The model: a Gaussian-exact effective-action score (running phi2, grad2, phi4 couplings on top
+of the exact Gaussian score of the measured spectrum) trained by DSM for only 1000 steps (a few seconds); the
+sampler: 20 implicit probability-flow steps (a bijection with an explicit inverse, so its
+density is exact at ANY configuration). Alone, this proposal misses part of the target's
+magnetization range (its weights have a heavy upper tail: ESS/n < 1% and finite-run estimates
+biased low), so the correction runs it inside a defensive mixture with the Gaussian of the
+measured two-point function, which bounds every weight (log_weight_bound).
+
+Checked: the raw draws are off from long HMC by > 3 sigma in U; self-normalized reweighting
+and independence MH over the same draws agree within 2 sigma for chi, U and <|M|>; every
+weight obeys the closed-form bound. Errors: jackknife over 32 bins (reweighting) and over
+groups of independent chains (MH, so autocorrelation is included).
+"""
+import math
+
+import pytest
+import torch
+
+from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
+                          defensive_mixture, ess_fraction, log_weight_bound, log_weights)
+from rgdist.lattice import HMC, Lattice, Phi4Action
+from rgdist.measure import ObservableAccumulator
+from rgdist.models import build_model
+from rgdist.rg import build_scheme
+from rgdist.train import EnsembleData, TrainConfig, Trainer, measured_spectrum
+
+torch.set_num_threads(1)
+KEYS = ("chi", "binder", "abs_m")
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def z(a, b):
+    return (a[0] - b[0]) / math.hypot(a[1], b[1])
+
+
+def hmc_reference(lat, action, n_traj):
+    hmc = HMC(action, lat, 256, step_size=0.1, n_steps=10, generator=gen(1))
+    hmc.thermalize(200)
+    acc, bins, keep = ObservableAccumulator(lat, 32), torch.arange(256) % 32, []
+    for k in range(n_traj):
+        hmc.trajectory()
+        if k % 2 == 0:
+            acc.update(hmc.phi, bins)
+        if k % 50 == 0:
+            keep.append(hmc.phi.clone())
+    return acc.estimate(), torch.cat(keep)
+
+
+def undertrained_flow(lat, data, train_steps, n_steps=20):
+    G = measured_spectrum(data, lat)
+    scheme = build_scheme("carosso", lat, T=40.0, mu2=0.1)
+    model = build_model("effective", lat, scheme=scheme, data_spectrum=G, gaussian_exact=True,
+                        operators=("phi2", "grad2", "phi4"), generator=gen(2))
+    trainer = Trainer(model, scheme, EnsembleData(data),
+                      TrainConfig(steps=train_steps, batch_size=64, lr=1e-2, log_every=0), gen(3))
+    trainer.fit()
+    model = trainer.ema_model().double()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    flow = FlowProposal(model, scheme, n_steps=n_steps, grid="log", prior_G=G,
+                        method="discrete", integrator="implicit")
+    return flow, G
+
+
+def corrected(lat, action, proposal, n, n_chains, seed):
+    phi, log_q = proposal.sample(n, gen(seed))
+    lw = log_weights(phi, log_q, action)
+    bins = torch.arange(n) % 32
+    raw = ObservableAccumulator(lat, 32).update(phi, bins).estimate()
+    rw = WeightedAccumulator(lat, 32).update(phi, lw, bins).estimate()
+    steps = n // n_chains - 1
+    mh = IndependenceMH(ReplayProposal(phi, log_q), action, lat, n_chains,
+                        generator=gen(seed + 1)).run(steps - steps // 5, burn_in=steps // 5,
+                                                     n_bins=16)
+    return raw, rw, mh, lw
+
+
+def test_n8_undertrained_model_is_corrected():
+    lat = Lattice(8)
+    action = Phi4Action(-1.0, 1.0)
+    ref, data = hmc_reference(lat, action, 800)
+    assert ref["binder"][0] > 0.25
+    flow, G = undertrained_flow(lat, data, train_steps=1000)
+    eps = 0.5
+    proposal = defensive_mixture(flow, lat, G, eps)
+    raw, rw, mh, lw = corrected(lat, action, proposal, 4096, 32, seed=4)
+    assert abs(z(raw["binder"], ref["binder"])) > 3, (raw["binder"], ref["binder"])
+    for key in KEYS:
+        assert abs(z(rw[key], ref[key])) < 2, ("reweighted", key, rw[key], ref[key])
+        assert abs(z(mh.estimates[key], ref[key])) < 2, ("MH", key, mh.estimates[key], ref[key])
+    assert float(lw.max()) <= log_weight_bound(action, lat, G) - math.log(eps)
+    assert 0.02 < mh.acceptance < 1 and 0 < ess_fraction(lw) < 1
+    # the flow's own draws (label 0) are the under-trained part: visibly non-Gaussian but off
+    own = proposal.last_labels == 0
+    phi_flow = proposal.components[0].sample(1024, gen(9))[0]
+    flow_raw = ObservableAccumulator(lat, 32).update(phi_flow, torch.arange(1024) % 32).estimate()
+    assert abs(z(flow_raw["binder"], ref["binder"])) > 3
+    assert 0.4 < float(own.float().mean()) < 0.6
