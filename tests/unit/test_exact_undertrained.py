@@ -2,17 +2,27 @@
 m2 = -1, N = 8: U ~ 0.33, far from Gaussian).
 
 The model: a Gaussian-exact effective-action score (running phi2, grad2, phi4 couplings on top
-of the exact Gaussian score of the measured spectrum) trained by DSM for only 1000 steps (a few seconds); the
-sampler: 20 implicit probability-flow steps (a bijection with an explicit inverse, so its
-density is exact at ANY configuration). Alone, this proposal misses part of the target's
-magnetization range (its weights have a heavy upper tail: ESS/n < 1% and finite-run estimates
-biased low), so the correction runs it inside a defensive mixture with the Gaussian of the
-measured two-point function, which bounds every weight (log_weight_bound).
+of the exact Gaussian score of the measured spectrum) trained by DSM for only 1000 steps (a few
+seconds); the sampler: 20 implicit probability-flow steps (a bijection with an explicit
+inverse, so its density is exact at ANY configuration). Alone, this proposal is poor at N = 8:
+ESS/n 0.2-3% and corrected estimates 2-9 sigma low even with 16384 draws (measured), because
+it leaves the large-|M| part of the target practically unvisited. The correction therefore
+runs it inside a defensive mixture with the Gaussian of the measured two-point function
+(half the draws), which bounds every weight (log_weight_bound).
 
 Checked: the raw draws are off from long HMC by > 3 sigma in U; self-normalized reweighting
-and independence MH over the same draws agree within 2 sigma for chi, U and <|M|>; every
-weight obeys the closed-form bound. Errors: jackknife over 32 bins (reweighting) and over
-groups of independent chains (MH, so autocorrelation is included).
+and independence MH over the same 16384 draws agree within 2 sigma for chi, U and <|M|>; the
+weights' Pareto tail index is < 0.7 and every weight obeys the closed-form bound. Errors:
+jackknife over 32 bins (reweighting) and over independent chains (MH, so autocorrelation is
+included).
+
+Chain layout: 16 chains of 1023 steps. Independence-MH chains started from the proposal must
+first FIND the rare high-weight states; a chain much shorter than the waiting time for them
+underweights them, a bias shared by all chains that no error bar shows. Measured on these
+draws (seed 4): chi, U, <|M|> z-scores -1.3/-1.3/-1.6 with 16 chains, -1.8/-3.6/-2.6 with 32
+chains of 511 steps, -2.0/-2.9/-2.7 with 64 chains of 255 steps (reweighting: +0.1/-1.5/-0.2).
+Calibration of reweighting at 16384 draws: seeds 34, 44, 54 gave largest |z| 1.17, 0.63, 0.81
+(at 4096 draws, 3 of 6 seeds had a |z| > 2 in reweighting or in 32-chain MH).
 """
 import math
 
@@ -20,7 +30,8 @@ import pytest
 import torch
 
 from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
-                          defensive_mixture, ess_fraction, log_weight_bound, log_weights)
+                          defensive_mixture, ess_fraction, log_weight_bound, log_weights,
+                          pareto_k)
 from rgdist.lattice import HMC, Lattice, Phi4Action
 from rgdist.measure import ObservableAccumulator
 from rgdist.models import build_model
@@ -77,7 +88,7 @@ def corrected(lat, action, proposal, n, n_chains, seed):
     steps = n // n_chains - 1
     mh = IndependenceMH(ReplayProposal(phi, log_q), action, lat, n_chains,
                         generator=gen(seed + 1)).run(steps - steps // 5, burn_in=steps // 5,
-                                                     n_bins=16)
+                                                     n_bins=min(16, n_chains))
     return raw, rw, mh, lw
 
 
@@ -89,13 +100,13 @@ def test_n8_undertrained_model_is_corrected():
     flow, G = undertrained_flow(lat, data, train_steps=1000)
     eps = 0.5
     proposal = defensive_mixture(flow, lat, G, eps)
-    raw, rw, mh, lw = corrected(lat, action, proposal, 4096, 32, seed=4)
+    raw, rw, mh, lw = corrected(lat, action, proposal, 16384, 16, seed=4)
     assert abs(z(raw["binder"], ref["binder"])) > 3, (raw["binder"], ref["binder"])
     for key in KEYS:
         assert abs(z(rw[key], ref[key])) < 2, ("reweighted", key, rw[key], ref[key])
         assert abs(z(mh.estimates[key], ref[key])) < 2, ("MH", key, mh.estimates[key], ref[key])
     assert float(lw.max()) <= log_weight_bound(action, lat, G) - math.log(eps)
-    assert 0.02 < mh.acceptance < 1 and 0 < ess_fraction(lw) < 1
+    assert 0.02 < mh.acceptance < 1 and 0.05 < ess_fraction(lw) < 1 and pareto_k(lw) < 0.7
     # the flow's own draws (label 0) are the under-trained part: visibly non-Gaussian but off
     own = proposal.last_labels == 0
     phi_flow = proposal.components[0].sample(1024, gen(9))[0]
