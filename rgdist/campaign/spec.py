@@ -371,6 +371,11 @@ class ExactSpec(_Section):
         if self.integrator != "heun" and self.likelihood != "discrete":
             raise ConfigError("exact.integrator", f"{self.integrator!r} needs exact.likelihood: "
                                                   f"discrete, got {self.likelihood!r}")
+        if self.defensive > 0 and self.likelihood == "discrete" and self.integrator != "implicit":
+            raise ConfigError("exact.defensive", f"a defensive mixture evaluates the flow's density "
+                                                 f"at Gaussian draws, which needs the explicit "
+                                                 f"inverse of exact.integrator: implicit (got "
+                                                 f"{self.integrator!r})")
         if self.method in ("mh", "both") and self.n_proposals < 3 * self.mh_chains:
             raise ConfigError("exact.n_proposals", f"must be >= 3 * exact.mh_chains = "
                                                    f"{3 * self.mh_chains} (at least 2 MH steps), "

@@ -80,10 +80,9 @@ class MixtureProposal:
         n = int(n)
         probs = self.weights.to(generator.device)
         labels = torch.multinomial(probs, n, replacement=True, generator=generator).cpu()
-        phi, parts = None, [None] * len(self.components)
-        own = []
+        phi, own = None, {}
         nfe = vjp = 0.0
-        for k, comp in enumerate(self.components):
+        for k, comp in enumerate(self.components):  # each component's draws, in order
             idx = torch.nonzero(labels == k).flatten()
             if idx.numel() == 0:
                 continue
@@ -92,22 +91,21 @@ class MixtureProposal:
                 phi = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
             idx = idx.to(x.device)
             phi[idx] = x
-            own.append((k, idx, lq))
-            frac = idx.numel() / n
-            nfe += frac * float(getattr(comp, "nfe", 0) or 0)
-            vjp += frac * float(getattr(comp, "vjp", 0) or 0)
-        for k, comp in enumerate(self.components):
-            mine = [o for o in own if o[0] == k]
+            own[k] = (idx, lq.to(torch.float64))
+            nfe += idx.numel() / n * float(getattr(comp, "nfe", 0) or 0)
+            vjp += idx.numel() / n * float(getattr(comp, "vjp", 0) or 0)
+        parts = []
+        for k, comp in enumerate(self.components):  # every draw under every component
             full = torch.empty(n, dtype=torch.float64, device=phi.device)
             others = torch.ones(n, dtype=torch.bool, device=phi.device)
-            if mine:
-                _, idx, lq = mine[0]
-                full[idx] = lq.to(torch.float64)
+            if k in own:
+                idx, lq = own[k]
+                full[idx] = lq
                 others[idx] = False
             if bool(others.any()):
                 full[others] = comp.log_prob(phi[others]).to(torch.float64)
                 self.log_prob_calls += int(others.sum())
-            parts[k] = full
+            parts.append(full)
         self.last_labels, self.nfe, self.vjp = labels, nfe, vjp
         return phi, self._mix(parts)
 

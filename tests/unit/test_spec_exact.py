@@ -122,6 +122,9 @@ def test_integrator_and_defensive_keys():
         bad(setkey(on, "exact.defensive", value), "exact.defensive")
     bad(setkey(setkey(on, "exact.integrator", "implicit"), "exact.likelihood", "hutchinson"),
         "exact.integrator", match="needs exact.likelihood: discrete")
+    bad(setkey(on, "exact.defensive", 0.5), "exact.defensive", match="integrator: implicit")
+    # the continuous densities integrate forward: no inverse needed
+    parse_campaign(setkey(setkey(on, "exact.defensive", 0.5), "exact.likelihood", "hutchinson"))
 
 
 def test_integrators_match_the_library():
