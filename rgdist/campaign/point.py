@@ -482,6 +482,7 @@ class PointJob:
         nfe = vjp = folds = n_defensive = 0
         for ci in range(n_chunks):
             n = min(e.batch_size, e.n_proposals - ci * e.batch_size)
+            flow.n_nonpositive_det = 0  # a chunk may hold no flow draws (defensive mixture)
             phi, log_q = source.sample(n, self.gen("exact", "proposal", ci))
             phis.append(phi.detach())
             log_qs.append(log_q.detach())

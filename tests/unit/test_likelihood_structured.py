@@ -221,6 +221,23 @@ def test_implicit_step_stays_bijective_where_the_explicit_step_folds():
     assert bool((sign > 0).all()) and float(x[0].mean()) > 0
 
 
+def test_overflowed_preimage_has_zero_density_not_nan():
+    """The inverse of a confining implicit flow grows like x -> x + c W x^3 per step: far out
+    the preimage overflows float64. Its prior density underflows, so log q = -inf (q = 0 to
+    float range), never nan; a moderate configuration keeps a finite density."""
+    lat = Lattice(4)
+    G = lat.free_propagator(M2)
+    scheme = build_scheme("carosso", lat, T=3.0, mu2=0.2)
+    rem, jac = cubic_remainder(2.0)
+    score = GaussianScore(scheme, G, rem, remainder_jacobian=jac)
+    phi = torch.stack([torch.full((4, 4), 1e30, dtype=torch.float64),
+                       0.3 * torch.ones(4, 4, dtype=torch.float64)])
+    lq, info = ode_log_likelihood(score, scheme, phi, n_steps=12, method="discrete",
+                                  integrator="implicit", prior_G=G, grid="log", return_info=True)
+    assert not bool(torch.isfinite(info["phi_T"][0]).all())      # the preimage overflowed
+    assert lq[0] == -math.inf and math.isfinite(float(lq[1]))
+
+
 # ------------------------------------------------------------------ limits, linear algebra
 def test_volume_limits_with_a_structured_jacobian():
     lat = Lattice(64)
