@@ -1,6 +1,7 @@
 """Exact sampling with the learned sampler: model log-densities of the probability-flow
-sampler, independence Metropolis-Hastings (optionally interleaved with HMC) and importance
-reweighting against the phi^4 action. Library code: torch + numpy only."""
+sampler, independence Metropolis-Hastings (optionally interleaved with HMC), importance
+reweighting against the phi^4 action, defensive mixtures with bounded weights and the Pareto
+tail diagnostic of the weights. Library code: torch + numpy only."""
 from rgdist.exact.likelihood import (
     INTEGRATORS,
     MAX_EXACT_VOLUME,
