@@ -20,6 +20,7 @@ At lam = 1, m2 = ``--m2`` (default -1.0, the symmetric side of the transition, U
 
     python benchmarks/sizes.py --N 32 --proposals 512 > benchmarks/results/sizes_n32.json
     python benchmarks/sizes.py --table benchmarks/results/sizes_n*.json
+    python benchmarks/sizes.py --N 32 --hmc-scan > benchmarks/results/sizes_hmc_scan_n32.json
 """
 from __future__ import annotations
 
@@ -96,6 +97,23 @@ def diffusion(a, lat, action, configs, ref) -> dict:
                   for name, est in (("raw", raw), ("reweighted", rw), ("mh", mh.estimates))}}
 
 
+def hmc_scan(a) -> None:
+    """Trajectory-length scan of HMC at one size: JSON rows to stdout, a table to stderr."""
+    torch.set_num_threads(a.threads)
+    rows = []
+    for fourier, lengths in ((False, (1.0, 2.0)), (True, (1.0, math.pi / 2))):
+        for length in lengths:
+            r, _, _ = hmc_cost(a.N, traj_length=length, fourier=fourier, n_chains=64, n_therm=300,
+                               n_traj=a.hmc_traj, threads=a.threads, seed=7, m2=a.m2)
+            r["chi"], r["binder"] = list(r["chi"]), list(r["binder"])
+            rows.append(r)
+            log(f"N = {a.N} {r['sampler']} length {length:.3g}: tau {r['tau_chi']:.1f} +- "
+                f"{r['dtau_chi']:.1f}, acceptance {r['acceptance']:.2f}, "
+                f"core-s / indep. {r['cost_chi']:.3g}")
+    print(json.dumps({"config": vars(a), "torch": torch.__version__, "lam": LAM, "rows": rows},
+                     indent=1))
+
+
 def table(paths) -> None:
     rows = [json.load(open(p)) for p in paths]
     rows.sort(key=lambda r: r["config"]["N"])
@@ -133,9 +151,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--table", nargs="+", metavar="JSON")
+    ap.add_argument("--hmc-scan", action="store_true",
+                    help="only HMC: trajectory lengths 1 and 2 (leapfrog), 1 and pi/2 (Fourier)")
     a = ap.parse_args()
     if a.table:
         table(a.table)
+        return
+    if a.hmc_scan:
+        hmc_scan(a)
         return
     if a.likelihood is None:
         a.likelihood = "discrete" if a.N ** 2 <= 1024 else "exact"
