@@ -47,6 +47,7 @@ LIKELIHOODS = ("discrete", "exact", "hutchinson")
 FLOW_INTEGRATORS = ("heun", "exponential", "implicit")  # = rgdist.exact.INTEGRATORS
 # = rgdist.exact.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
 MAX_EXACT_VOLUME = 256
+MAX_STRUCTURED_VOLUME = 1024  # = rgdist.exact.MAX_STRUCTURED_VOLUME
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
 
 # Per-scheme parameters and their defaults (those of the rgdist.rg scheme classes); t_min is
@@ -756,16 +757,25 @@ def _check_cross(c: Campaign) -> None:
                                                   f"lattice extent divisible by {k}; lattice.N[{i}] "
                                                   f"is {'x'.join(map(str, shape))}")
     e = c.exact
-    if e.enabled and e.likelihood in ("discrete", "exact"):
+    # an effective-action model without residual net has a closed-form Jacobian: its exact
+    # divergence is O(V) (any V) and its discrete density a dense determinant (V <= 1024)
+    structured = c.model.name == "effective" and not c.model.residual
+    limit = {"discrete": MAX_STRUCTURED_VOLUME if structured else MAX_EXACT_VOLUME,
+             "exact": None if structured else MAX_EXACT_VOLUME}.get(e.likelihood)
+    if e.enabled and limit is not None:
         for i, shape in enumerate(c.lattice.N):
             volume = 1
             for n in shape:
                 volume *= n
-            if volume > MAX_EXACT_VOLUME:
-                raise ConfigError("exact.likelihood", f"{e.likelihood} forms the full V x V Jacobian "
-                                                      f"and needs lattice volume V <= {MAX_EXACT_VOLUME}; "
+            if volume > limit:
+                what = ("takes the determinant of a dense V x V step Jacobian" if structured
+                        else "forms the full V x V Jacobian")
+                raise ConfigError("exact.likelihood", f"{e.likelihood} {what} and needs lattice "
+                                                      f"volume V <= {limit}; "
                                                       f"lattice.N[{i}] is {'x'.join(map(str, shape))} "
-                                                      f"(V = {volume}): use likelihood: hutchinson")
+                                                      f"(V = {volume}): use likelihood: hutchinson"
+                                                      + ("" if structured else
+                                                         " (or model: effective with residual: false)"))
 
 
 def _default_name(source: str) -> str:

@@ -116,3 +116,20 @@ def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
     resumed = rgdist(["resume", "run"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert digest(tmp_path / "run") == digest(tmp_path / "ref")
+
+
+def test_closed_form_jacobian_model_runs_beyond_the_generic_volume(tmp_path):
+    """model: effective with residual: false has a closed-form Jacobian, so the exact stage
+    takes discrete densities at V = 400 (> 256) without any vector-Jacobian product."""
+    text = CAMPAIGN.replace("name: tinyexact", "name: tinystructured").replace(
+        "mh_chains: 4}", "mh_chains: 4, integrator: exponential}").replace(
+        "lattice: {N: [8], d: 2}", "lattice: {N: [20], d: 2}").replace(
+        "model: {name: conv, channels: 4, blocks: 1, gaussian_exact: true}",
+        "model: {name: effective, residual: false, gaussian_exact: true}")
+    camp = tmp_path / "structured.yaml"
+    camp.write_text(text)
+    out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a = _point_arrays(tmp_path / "ref")
+    assert int(a["exact/vjp"]) == 0 and int(a["exact/n_nonpositive_det"]) == 0
+    assert 0 < float(a["exact/ess_fraction"]) <= 1 and np.isfinite(a["exact/reweight/chi"]).all()

@@ -97,9 +97,24 @@ def test_jacobian_likelihoods_need_small_volume(likelihood):
 
 
 def test_volume_limit_matches_the_library():
-    from rgdist.exact import MAX_EXACT_VOLUME, METHODS
+    from rgdist.exact import MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME, METHODS
 
     assert S.MAX_EXACT_VOLUME == MAX_EXACT_VOLUME and S.LIKELIHOODS == METHODS
+    assert S.MAX_STRUCTURED_VOLUME == MAX_STRUCTURED_VOLUME
+
+
+def test_closed_form_jacobian_model_allows_larger_volumes():
+    m = setkey(setkey(base(), "exact.method", "reweight"), "model", {"name": "effective",
+                                                                    "residual": False})
+    assert parse_campaign(setkey(m, "lattice.N", [32])).exact.likelihood == "discrete"  # V = 1024
+    err = bad(setkey(m, "lattice.N", [33]), "exact.likelihood", match="V <= 1024")
+    assert "V = 1089" in str(err) and "determinant" in str(err)
+    # the continuous exact divergence is O(V) for such a model: any volume
+    parse_campaign(setkey(setkey(m, "exact.likelihood", "exact"), "lattice.N", [64]))
+    # with the residual net the generic limits apply, and the error names the way out
+    err = bad(setkey(setkey(m, "model.residual", True), "lattice.N", [32]), "exact.likelihood",
+              match="V <= 256")
+    assert "residual: false" in str(err)
 
 
 def test_integrator_and_defensive_keys():
