@@ -69,7 +69,8 @@ def diffusion(a, lat, action, configs, ref) -> dict:
     s_prop = (time.perf_counter() - t0) * a.threads / a.proposals
     ok = torch.isfinite(phi).flatten(1).all(1) & torch.isfinite(log_q)
     phi = torch.where(ok.view(-1, *(1,) * lat.d), phi, torch.zeros_like(phi))
-    lw = torch.where(ok, log_weights(phi, log_q, action), torch.full_like(log_q, -math.inf))
+    # failed draws (non-finite field or density) get weight 0: log q = +inf there
+    lw = log_weights(phi, torch.where(ok, log_q, math.inf), action)
     n_bins = 32
     b = torch.arange(a.proposals) % n_bins
     raw = ObservableAccumulator(lat, n_bins).update(phi[ok], b[ok]).estimate()

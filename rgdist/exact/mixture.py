@@ -31,6 +31,7 @@ import torch
 from rgdist.exact.metropolis import GaussianProposal
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
+from rgdist.lattice.hmc import _unit_interval
 
 
 class MixtureProposal:
@@ -142,11 +143,6 @@ def log_weight_bound(action: Phi4Action, lattice: Lattice, spectrum) -> float:
 def defensive_mixture(proposal, lattice: Lattice, spectrum, fraction: float) -> MixtureProposal:
     """(1 - fraction) proposal + fraction N(0, C=spectrum): bounded importance weights for a
     phi^4 target with lam > 0 whatever ``proposal`` is (see the module docstring)."""
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        raise ValueError(f"defensive fraction must be a number in (0, 1), got {fraction!r}") from None
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"defensive fraction must be in (0, 1), got {fraction}")
+    fraction = _unit_interval("defensive fraction", fraction)
     return MixtureProposal([proposal, GaussianProposal(lattice, spectrum)],
                            [1.0 - fraction, fraction])

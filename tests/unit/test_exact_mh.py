@@ -110,6 +110,12 @@ def test_hybrid_with_hmc_and_flow_proposal_is_exact():
 # ------------------------------------------------------------------ interacting theory
 def hmc_reference(lat, action, n_traj, seed=1):
     """Long HMC: estimates (jackknife over chains) and the measured spectrum."""
+    ref, configs = hmc_configs(lat, action, n_traj, seed)
+    return ref, measured_spectrum(configs, lat)
+
+
+def hmc_configs(lat, action, n_traj, seed=1):
+    """Long HMC (256 chains): estimates (jackknife over chains) and every 50th state."""
     hmc = HMC(action, lat, 256, step_size=0.1, n_steps=10, generator=gen(seed))
     hmc.thermalize(200)
     acc = ObservableAccumulator(lat, 32)
@@ -121,7 +127,7 @@ def hmc_reference(lat, action, n_traj, seed=1):
             acc.update(hmc.phi, bins)
         if k % 50 == 0:
             keep.append(hmc.phi.clone())
-    return acc.estimate(), measured_spectrum(torch.cat(keep), lat)
+    return acc.estimate(), torch.cat(keep)
 
 
 def untrained_flow(lat, G, n_steps=10):

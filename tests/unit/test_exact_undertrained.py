@@ -32,11 +32,13 @@ import torch
 from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
                           defensive_mixture, ess_fraction, log_weight_bound, log_weights,
                           pareto_k)
-from rgdist.lattice import HMC, Lattice, Phi4Action
+from rgdist.lattice import Lattice, Phi4Action
 from rgdist.measure import ObservableAccumulator
 from rgdist.models import build_model
 from rgdist.rg import build_scheme
 from rgdist.train import EnsembleData, TrainConfig, Trainer, measured_spectrum
+
+from test_exact_mh import hmc_configs
 
 torch.set_num_threads(1)
 KEYS = ("chi", "binder", "abs_m")
@@ -48,19 +50,6 @@ def gen(seed):
 
 def z(a, b):
     return (a[0] - b[0]) / math.hypot(a[1], b[1])
-
-
-def hmc_reference(lat, action, n_traj):
-    hmc = HMC(action, lat, 256, step_size=0.1, n_steps=10, generator=gen(1))
-    hmc.thermalize(200)
-    acc, bins, keep = ObservableAccumulator(lat, 32), torch.arange(256) % 32, []
-    for k in range(n_traj):
-        hmc.trajectory()
-        if k % 2 == 0:
-            acc.update(hmc.phi, bins)
-        if k % 50 == 0:
-            keep.append(hmc.phi.clone())
-    return acc.estimate(), torch.cat(keep)
 
 
 def undertrained_flow(lat, data, train_steps, n_steps=20):
@@ -95,7 +84,7 @@ def corrected(lat, action, proposal, n, n_chains, seed):
 def test_n8_undertrained_model_is_corrected():
     lat = Lattice(8)
     action = Phi4Action(-1.0, 1.0)
-    ref, data = hmc_reference(lat, action, 800)
+    ref, data = hmc_configs(lat, action, 800)
     assert ref["binder"][0] > 0.25
     flow, G = undertrained_flow(lat, data, train_steps=1000)
     eps = 0.5
@@ -123,7 +112,7 @@ def test_n16_undertrained_model_is_corrected():
     16384 draws; MH = 16 chains of 1023 steps over the same draws."""
     lat = Lattice(16)
     action = Phi4Action(-1.0, 1.0)
-    ref, data = hmc_reference(lat, action, 1600)
+    ref, data = hmc_configs(lat, action, 1600)
     assert ref["binder"][0] > 0.1
     flow, G = undertrained_flow(lat, data, train_steps=1000)
     proposal = FlowProposal(flow.score_fn, flow.scheme, n_steps=20, grid="log", prior_G=G,
