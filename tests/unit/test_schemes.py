@@ -210,6 +210,17 @@ def test_gaussian_score_is_gradient_of_log_density(name):
 
 @pytest.mark.parametrize("name", sorted(SCHEMES))
 def test_conditional_score(name):
+    """The score of the exact transition kernel, to its float64 rounding bound.
+
+    conditional_score recomputes eps' = phi_t - ifft(A fft(phi0)), which differs from the eps
+    that sample_forward added by a rounding error of at most c u (||phi_t|| + ||A phi0~||) in
+    every Fourier mode (u the unit roundoff, c = 4 (log2 V + 1) for the FFT pairs involved;
+    norms in Fourier units, per configuration). Dividing by Sigma_t(p) amplifies it by the
+    condition number 1/Sigma_t(p) (up to 1e12 for the collapsed modes of the Polchinski
+    scheme), and the final inverse FFT of the score adds c u ||score~||. So per mode
+        |fft(score) - (-fft(eps)/Sigma)|(p) <= c u [(||phi_t|| + ||A phi0~||) / Sigma(p) + ||score~||],
+    and a position-space entry is off by at most the mean over modes of that bound.
+    """
     sch = scheme_for(name, 8)
     lat = sch.lattice
     gen = torch.Generator().manual_seed(6)
@@ -217,15 +228,29 @@ def test_conditional_score(name):
     t = torch.tensor([0.05, 0.2, 0.5, 1.0], dtype=torch.float64) * sch.T
     phi_t, eps = sch.sample_forward(phi0, t, gen)
     score = sch.conditional_score(phi_t, phi0, t)
-    # Fourier space: -fft(eps)/Sigma
-    assert torch.allclose(lat.fft(score), -lat.fft(eps) / sch.Sigma(t), rtol=1e-8,
-                          atol=1e-9 * float(score.abs().max()) * lat.volume)
-    assert torch.allclose(sch.noise_score(eps, t), score)
-    # autograd of the Gaussian transition density log p(phi_t | phi_0)
+    Sigma = sch.Sigma(t)
+    u, c = torch.finfo(torch.float64).eps / 2, 4 * (math.log2(lat.volume) + 1)
+
+    def norm(X):  # per configuration, broadcastable against (B, *shape)
+        return X.flatten(1).norm(dim=1).reshape(-1, *([1] * lat.d))
+
+    want = -lat.fft(eps) / Sigma
+    mean = lat.fft(phi0) * sch.A(t)
+    tol = c * u * ((norm(lat.fft(phi_t)) + norm(mean)) / Sigma + norm(want))
+    assert bool(((lat.fft(score) - want).abs() <= tol).all())
+    # position space: each entry is off by at most the mean over modes of the bound
+    tol_x = tol.flatten(1).mean(1).reshape(-1, *([1] * lat.d))
+    assert bool(((sch.noise_score(eps, t) - score).abs() <= 2 * tol_x).all())
+    # autograd of the Gaussian transition density log p(phi_t | phi_0): the same bound (its
+    # x - mean has the same rounding), twice since both sides round independently
     x = phi_t.clone().requires_grad_(True)
-    mean = lat.filter(phi0, sch.A(t))
-    (grad,) = torch.autograd.grad(_gaussian_logp(lat, x - mean, sch.Sigma(t)), x)
-    assert torch.allclose(score, grad, rtol=1e-8, atol=1e-9 * float(grad.abs().max()))
+    mean_x = lat.filter(phi0, sch.A(t))
+    (grad,) = torch.autograd.grad(_gaussian_logp(lat, x - mean_x, Sigma), x)
+    assert bool(((score - grad).abs() <= 2 * tol_x).all())
+    # the check is not vacuous: on the well-conditioned modes the bound is below 1e-4 of the
+    # entries (1e-13 for most schemes; ~1e-5 for Polchinski, whose score~ norm is dominated
+    # by the collapsed modes, so its round-trip rounding reaches every mode)
+    assert float((tol / want.abs())[Sigma > 1e-3].max()) < 1e-4
 
 
 def test_frozen_zero_mode_conditional_score_is_finite():
