@@ -74,7 +74,8 @@ from rgdist.lattice.geometry import Lattice
 from rgdist.rg.schemes import Scheme
 
 METHODS = ("discrete", "exact", "hutchinson")
-INTEGRATORS = ("heun", "exponential", "implicit")
+INTEGRATORS = ("heun", "rk4", "exponential", "implicit")
+DISCRETE_ONLY = ("exponential", "implicit")
 _QUAD_NODES = 32
 PROBES = ("rademacher", "gaussian")
 MAX_EXACT_VOLUME = 256
@@ -213,6 +214,34 @@ def remainder_jacobian(score_fn, scheme: Scheme):
     return None
 
 
+def remainder_trace(score_fn, scheme: Scheme):
+    """Exact weighted trace of the remainder of :func:`split_score`, when the model has one.
+
+    Returns None or a callable ``(phi, t, m) -> (r, tr)`` with r the remainder and
+    tr = tr(Circ(m) dr/dphi) per configuration (m: real, even mode filter). Known: models with
+    ``has_exact_trace`` and ``divergence(phi, t, m)`` (rgdist.models.TraceScore), alone or
+    inside a GaussianExactScore (remainder residual_scale(t) * net). O(V K), no
+    vector-Jacobian products.
+    """
+    G, rem = split_score(score_fn, scheme)
+    if rem is None:
+        return None
+    if G is not None and not isinstance(score_fn, GaussianScore):
+        net = score_fn.net
+        if not getattr(net, "has_exact_trace", False):
+            return None
+
+        def trace(phi, t, m):
+            scale = score_fn.residual_scale(t).to(phi.dtype)
+            r, tr = net.divergence(phi, t, m)
+            return scale.reshape((-1,) + (1,) * (phi.dim() - 1)) * r, scale * tr
+
+        return trace
+    if G is None and getattr(score_fn, "has_exact_trace", False):
+        return score_fn.divergence
+    return None
+
+
 class _Flow:
     """f(phi, t) = ifft(k_t fft(phi) + m_t fft(r(phi, t))), t a Python float, where
 
@@ -230,6 +259,9 @@ class _Flow:
         self.scheme, self.lat = scheme, scheme.lattice
         self.G, self.rem = split_score(score_fn, scheme)
         self.rem_jac = None if self.rem is None else remainder_jacobian(score_fn, scheme)
+        self.rem_trace = None
+        if self.rem is not None and self.rem_jac is None:
+            self.rem_trace = remainder_trace(score_fn, scheme)
         self.nfe = 0
         self.jacobians = 0  # full remainder Jacobians by autograd (implicit steps)
         self._cache: dict = {}
@@ -238,6 +270,11 @@ class _Flow:
     def structured(self) -> bool:
         """True when the Jacobian is known in closed form (no vector-Jacobian products)."""
         return self.rem is None or self.rem_jac is not None
+
+    @property
+    def exact_trace(self) -> bool:
+        """True when the divergence is exact in O(V) (closed form or an exact-trace model)."""
+        return self.structured or self.rem_trace is not None
 
     def _circulant_index(self, device) -> torch.Tensor:
         """idx (V, V): flat index of the site x - y (periodic) for sites x (rows), y (cols)."""
@@ -571,12 +608,16 @@ def discrete_step(flow: _Flow, x: torch.Tensor, t: float, s: float, max_rows: in
 
 
 # --------------------------------------------------------------------------- Jacobians
-def _check_volume(lattice: Lattice, method: str, structured: bool = False) -> None:
+def _check_volume(lattice: Lattice, method: str, structured: bool = False,
+                  traced: bool = False) -> None:
     """Volume limits: a generic network's Jacobian costs V vector-Jacobian products per
     evaluation (V <= MAX_EXACT_VOLUME for "exact" and "discrete"); a structured Jacobian
     (closed form) has an O(V) exact trace (any V) and a dense V x V determinant for
-    "discrete" (V <= MAX_STRUCTURED_VOLUME)."""
+    "discrete" (V <= MAX_STRUCTURED_VOLUME); an exact-trace model (``traced``) has an exact
+    O(V K) trace (any V for "exact") but its full Jacobian ("discrete") is autograd's."""
     V = lattice.volume
+    if traced and method in ("exact", "hutchinson"):
+        return
     if structured:
         if method == "discrete" and V > MAX_STRUCTURED_VOLUME:
             raise ValueError(
@@ -651,6 +692,12 @@ class _Divergence:
             dims = tuple(range(1, x.dim()))
             div = ((k + m * c).sum(dims) + m.mean() * d.sum(dims)).to(torch.float64)
             return flow.combine(x, r, t), div, torch.zeros_like(div)
+        if flow.rem_trace is not None:  # exact-trace model: O(V K), whatever the method
+            tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+            flow.nfe += 1
+            r, tr = flow.rem_trace(x, tb, m)
+            div = tr_k + tr.to(torch.float64)
+            return flow.combine(x, r.to(x.dtype), t), div, torch.zeros_like(div)
         if self.method in ("exact", "discrete"):
             r, J_r = batched_jacobian(lambda z: flow.remainder(z, t), x, max_rows=self.max_rows)
             self.vjp += x[0].numel()
@@ -681,10 +728,14 @@ def _check_args(scheme, method, n_probes, probe, generator_needed, generator,
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if integrator not in INTEGRATORS:
         raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
-    if integrator != "heun" and method != "discrete":
+    if integrator in DISCRETE_ONLY and method != "discrete":
         raise ValueError(f"integrator={integrator!r} has only the exact density of its discrete "
                          f"map: use method='discrete' (got method={method!r}), or "
-                         "integrator='heun' for the continuous-time methods")
+                         "integrator='heun' or 'rk4' for the continuous-time methods")
+    if integrator == "rk4" and method == "discrete":
+        raise ValueError("integrator='rk4' integrates the continuous-time density (method "
+                         "'exact' or 'hutchinson'); method='discrete' needs integrator 'heun', "
+                         "'exponential' or 'implicit'")
     if isinstance(n_probes, bool) or not hasattr(n_probes, "__index__") or int(n_probes) < 1:
         raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
     if probe not in PROBES:
@@ -709,11 +760,76 @@ def _step_evaluations(integrator: str, s: float) -> int:
     return 1 if integrator == "exponential" or s == 0.0 else 2
 
 
+def rk4_step(div: Callable, phi: torch.Tensor, a: float, b: float):
+    """One classical Runge-Kutta step of the probability-flow ODE augmented with the
+    log-density, from time a to time b (either direction): phi_b = phi + (b - a)/6 (k1 + 2 k2
+    + 2 k3 + k4), and the integral of div f over the interval, |b - a|/6 (d1 + 2 d2 + 2 d3 +
+    d4) (fourth order). ``div(x, t) -> (f, div f, var)``. Returns (phi_b, integral, var)."""
+    dt = b - a
+    mid = a + 0.5 * dt
+    f1, d1, v1 = div(phi, a)
+    f2, d2, v2 = div(phi + 0.5 * dt * f1, mid)
+    f3, d3, v3 = div(phi + 0.5 * dt * f2, mid)
+    f4, d4, v4 = div(phi + dt * f3, b)
+    w = abs(dt) / 6
+    out = phi + (dt / 6) * (f1 + 2 * f2 + 2 * f3 + f4)
+    return out, w * (d1 + 2 * d2 + 2 * d3 + d4), w * w * (v1 + 4 * v2 + 4 * v3 + v4)
+
+
+def flow_with_logq(score_fn: ScoreFn, scheme: Scheme, phi_T: torch.Tensor, times, *,
+                   integrator: str = "rk4", checkpoint: bool = False):
+    """Differentiable probability-flow path with the EXACT divergence (for training).
+
+    Integrates phi_T (B, *shape) down the decreasing grid ``times`` with ``integrator``
+    ("rk4" or "heun"); returns (phi, delta) with delta = int div f dt along the path, so
+    log q(phi) = log p_T(phi_T) + delta. The score must have an O(V) exact trace (a
+    rgdist.models.TraceScore, alone or inside GaussianExactScore, or a structured model);
+    gradients flow to its parameters. ``checkpoint=True`` recomputes each step in the
+    backward pass (torch.utils.checkpoint): memory O(one step) instead of O(steps).
+    """
+    if integrator not in ("rk4", "heun"):
+        raise ValueError(f"integrator must be 'rk4' or 'heun', got {integrator!r}")
+    flow = _Flow(score_fn, scheme)
+    if flow.rem is not None and flow.rem_trace is None:
+        raise ValueError("flow_with_logq needs a score model with an exact trace (model "
+                         "'trace', alone or with gaussian_exact); this model has none")
+    div = _Divergence(flow, "exact", 1, "rademacher", None, 8192)
+    grid = [float(x) for x in torch.as_tensor(times, dtype=torch.float64).tolist()]
+
+    def heun(x, a, b):
+        f1, d1, _ = div(x, a)
+        f2, d2, _ = div(x + (b - a) * f1, b)
+        return x + 0.5 * (b - a) * (f1 + f2), 0.5 * abs(b - a) * (d1 + d2)
+
+    def step(x, a, b):
+        if integrator == "rk4":
+            y, dl, _ = rk4_step(div, x, a, b)
+            return y, dl
+        return heun(x, a, b)
+
+    phi = phi_T
+    delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
+    for a, b in zip(grid[:-1], grid[1:]):
+        if checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint as ckpt
+            phi, dl = ckpt(step, phi, a, b, use_reentrant=False)
+        else:
+            phi, dl = step(phi, a, b)
+        delta = delta + dl
+    return phi, delta
+
+
 def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method, integrator="heun"):
     """Integrate T -> t_min from phi (= phi_T); returns (phi, log-density change, var, #folds)."""
     delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
     var = torch.zeros_like(delta)
     n_bad = 0
+    if integrator == "rk4":
+        with torch.no_grad():  # (Hutchinson probes enable grad for their own products)
+            for t, s in zip(grid[:-1], grid[1:]):
+                phi, dl, dv = rk4_step(div, phi, t, s)
+                delta, var = delta + dl, var + dv
+        return phi.detach(), delta.detach(), var.detach(), 0
     step = {"exponential": exponential_step, "implicit": implicit_step}.get(integrator,
                                                                            discrete_step)
     for t, s in zip(grid[:-1], grid[1:]):
@@ -772,7 +888,7 @@ def ode_sample_with_logq(score_fn: ScoreFn, scheme: Scheme, n: int, *, n_steps: 
     lat = scheme.lattice
     spec = prior_spectrum(scheme, prior_G, generator.device)
     flow = _Flow(score_fn, scheme)
-    _check_volume(lat, method, flow.structured)
+    _check_volume(lat, method, flow.structured, flow.rem_trace is not None)
     div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
     outs: dict[str, list] = {"phi": [], "log_q": [], "var": [], "prior": [], "phi_T": []}
     n_bad, n_chunks = 0, 0
@@ -862,7 +978,7 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
     lat.check_field(phi0, "phi0")
     grid_t = scheme.time_grid(n_steps, kind=grid, t_min=t_min).tolist()
     flow = _Flow(score_fn, scheme)
-    _check_volume(lat, method, flow.structured)
+    _check_volume(lat, method, flow.structured, flow.rem_trace is not None)
     div = _Divergence(flow, method, n_probes, probe, generator, max_rows)
     phi = phi0.detach()
     delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
@@ -879,6 +995,12 @@ def ode_log_likelihood(score_fn: ScoreFn, scheme: Scheme, phi0: torch.Tensor, *,
             elif not flow.structured:
                 div.vjp += it * phi[0].numel() * _step_evaluations(integrator, s)
             delta = delta - logabs.to(torch.float64)
+    elif integrator == "rk4":
+        up = list(reversed(grid_t))
+        with torch.no_grad():
+            for t, u in zip(up[:-1], up[1:]):
+                phi, dl, dv = rk4_step(div, phi, t, u)
+                delta, var = delta + dl, var + dv
     else:
         up = list(reversed(grid_t))
         for t, u in zip(up[:-1], up[1:]):

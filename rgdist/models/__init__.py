@@ -20,12 +20,14 @@ from rgdist.models.registry import (
     named_arrays,
     unwrap,
 )
+from rgdist.models.tracenet import TraceScore
 from rgdist.models.unet import UNetScore
 
 __all__ = [
     "ScoreModel",
     "ConvScore",
     "UNetScore",
+    "TraceScore",
     "EffectiveActionScore",
     "GaussianExactScore",
     "OPERATORS",

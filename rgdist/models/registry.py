@@ -3,7 +3,8 @@
     build_model(name, lattice, *, scheme=None, data_spectrum=None, gaussian_exact=False,
                 compile=False, **params)
 
-names: "conv" (ConvScore), "unet" (UNetScore), "effective" (EffectiveActionScore; params
+names: "conv" (ConvScore), "unet" (UNetScore), "trace" (TraceScore: exact O(V K) Jacobian
+trace, needs ``scheme``), "effective" (EffectiveActionScore; params
 ``residual=True`` adds a ConvScore remainder built from ``residual_channels``,
 ``residual_blocks``). Parameters are initialized from ``generator`` (a torch.Generator) if
 given, else from a fresh generator seeded with ``init_seed`` (default 0). ``t_max`` (the time normalization of the embedding) defaults to
@@ -22,16 +23,19 @@ from torch import nn
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.convnet import ConvScore
 from rgdist.models.effective import EffectiveActionScore, GaussianExactScore
+from rgdist.models.tracenet import TraceScore
 from rgdist.models.unet import UNetScore
 
-MODELS = {"conv": ConvScore, "unet": UNetScore, "effective": EffectiveActionScore}
+MODELS = {"conv": ConvScore, "unet": UNetScore, "effective": EffectiveActionScore,
+          "trace": TraceScore}
 _EFFECTIVE_EXTRA = ("residual_channels", "residual_blocks")
 
 
 def allowed_params(name: str) -> list[str]:
     """Keyword parameters accepted by model ``name`` (besides the build_model keywords)."""
     cls = MODELS[name]
-    keys = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "lattice")]
+    keys = [k for k in inspect.signature(cls.__init__).parameters
+            if k not in ("self", "lattice", "scheme")]
     if name == "effective":
         keys += list(_EFFECTIVE_EXTRA)
     return keys
@@ -52,6 +56,8 @@ def build_model(name: str, lattice: Lattice, *, scheme=None, data_spectrum=None,
                          f"{allowed}")
     if scheme is not None and "t_max" not in params:
         params["t_max"] = float(scheme.T)
+    if name == "trace":
+        params["scheme"] = scheme
     if name == "effective":
         residual = params.pop("residual", False)
         r_ch = params.pop("residual_channels", 16)
