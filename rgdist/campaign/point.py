@@ -187,7 +187,7 @@ class PointJob:
             n = min(h.chains_per_block, h.n_chains - b * h.chains_per_block)
             blocks[b] = HMC(self.action, self.lattice, n, step_size=h.step_size, n_steps=h.n_steps,
                             integrator=h.integrator, fourier_accel=h.fourier_accel,
-                            fa_mass2=h.fa_mass2, target_accept=h.target_accept,
+                            fa_mass2=h.fa_mass2, target_accept=h.target_accept, jitter=h.jitter,
                             generator=self.gen("hmc", b), device=self.ctx.device, dtype=self.dtype)
             kept[b] = []
         total = h.therm + h.n_traj

@@ -307,6 +307,9 @@ class HMCSpec(_Section):
     fourier_accel: bool = opt(False, Bool())
     fa_mass2: float | None = opt(None, Nullable(Real(lo=0, lo_open=True)))  # null: the point's m2
     chains_per_block: int = opt(16, Int(lo=1))
+    # per-trajectory step size uniform in step_size (1 -+ jitter), 0 = fixed length;
+    # the default = rgdist.lattice.hmc.DEFAULT_JITTER (cures the HMC resonance, see there)
+    jitter: float = opt(0.3, Real(lo=0, hi=1, hi_open=True))
 
     @property
     def n_configs(self) -> int:

@@ -25,6 +25,29 @@ energy error dH = O(step_size^2) at fixed trajectory length):
                                                        (2 force evaluations per step)
 with P(h): pi += h F(phi) and Q(h): phi += h M^{-1} pi. Adjacent P half steps are merged.
 
+Randomized trajectory length (``jitter``, on by default): every trajectory of every chain
+draws its own step size uniformly in [eps (1 - jitter), eps (1 + jitter)] from the sampler's
+generator, at the fixed n_steps, so its length is uniform in tau (1 -+ jitter). A leapfrog
+trajectory rotates a free mode of frequency omega by theta = n_steps acos(1 - (eps omega)^2/2)
+~ omega tau; with a fixed length, a mode with theta near a multiple of pi is (anti)reflected
+every trajectory and barely relaxes (the "HMC resonance"; in d = 2 plain HMC at tau = 1 the
+modes near p = (pi, pi) have omega tau ~ 3). For theta uniform in theta0 (1 -+ j) a Gaussian
+mode's |phi~(p)|^2 has the lag-one autocorrelation
+    rho = E[cos^2 theta] = 1/2 + cos(2 theta0) sin(2 theta0 j) / (4 theta0 j),
+which is 1 at an exact resonance without jitter; its maximum over theta0 >= 3 pi/4 (the
+resonant range) is 0.88 (j = 0.2), 0.76 (j = 0.3), 0.61 (j = 0.5). The default j = 0.3 thus
+bounds the integrated autocorrelation time of every such mode's |phi~(p)|^2 by
+(1 + rho)/(2 (1 - rho)) = 3.7 trajectories and relaxes a hot start by 1e-3 within 25
+trajectories (j = 0.2: 7.8 and 54, too slow for short thermalizations such as the free field
+check's 100); it cures the measured resonance (tests/unit/test_hmc_jitter.py). A larger j
+costs acceptance: for leapfrog <dH> ~ eps^4 grows on average by 1 + 2 j^2 + j^4/5 (1.18 at
+j = 0.3, 1.51 at j = 0.5), so the adapted base step shrinks by 4% (11%).
+Each step size is a valid HMC kernel (reversible, volume preserving) chosen independently of
+the state, so the mixture keeps the target distribution exact. The draws come from the same
+generator as the momenta and the accept/reject uniforms (checkpointed); jitter = 0 draws
+nothing and reproduces the fixed-length chain exactly. Step-size adaptation tunes the base
+step eps (the jittered acceptance is what it sees).
+
 Step-size adaptation (only inside :meth:`HMC.thermalize`): the trajectory length
 tau = step_size * n_steps given at construction is KEPT FIXED; dual averaging (Nesterov;
 Hoffman & Gelman's form) drives a continuous step eps_c toward the target acceptance
@@ -47,6 +70,7 @@ from rgdist.seeding import generator_state, set_generator_state
 
 INTEGRATORS = ("leapfrog", "omelyan")
 OMELYAN_LAMBDA = 0.1931833275037836
+DEFAULT_JITTER = 0.3  # relative half-width of the per-trajectory step-size draw (module docstring)
 
 
 # --------------------------------------------------------------------------- validation
@@ -76,6 +100,16 @@ def _unit_interval(name: str, value) -> float:
         raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must be a number in (0, 1), got {value}")
+    return value
+
+
+def _jitter(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"jitter must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"jitter must be a number in [0, 1), got {value}")
     return value
 
 
@@ -148,11 +182,23 @@ class Kinetic:
 
 
 # --------------------------------------------------------------------------- integrators
+def _step_sizes(step_size, phi: torch.Tensor):
+    """A float > 0, or per-configuration steps (batch,) > 0 broadcast over the field axes."""
+    if not isinstance(step_size, torch.Tensor):
+        return _positive_float("step_size", step_size)
+    if step_size.shape != phi.shape[:1]:
+        raise ValueError(f"step_size as a tensor must have shape {tuple(phi.shape[:1])} "
+                         f"(one step per configuration), got {tuple(step_size.shape)}")
+    if not (torch.isfinite(step_size).all() and (step_size > 0).all()):
+        raise ValueError("step_size must hold finite numbers > 0")
+    return step_size.to(phi.dtype).view((-1,) + (1,) * (phi.dim() - 1))
+
+
 def integrate(
     phi: torch.Tensor,
     pi: torch.Tensor,
     force: Callable[[torch.Tensor], torch.Tensor],
-    step_size: float,
+    step_size: float | torch.Tensor,
     n_steps: int,
     integrator: str = "leapfrog",
     velocity: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -161,11 +207,12 @@ def integrate(
 
     ``force(phi) = -dS/dphi``, ``velocity(pi) = M^{-1} pi`` (identity if None). Reversible:
     integrate(*integrate(phi, pi) with pi -> -pi) returns (phi, -pi) up to round-off.
+    ``step_size`` is one number or a tensor of shape (batch,): one step per configuration.
     """
     if integrator not in INTEGRATORS:
         raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
     n_steps = _positive_int("n_steps", n_steps)
-    eps = _positive_float("step_size", step_size)
+    eps = _step_sizes(step_size, phi)
     vel = velocity if velocity is not None else (lambda p: p)
     if integrator == "leapfrog":
         pi = pi + 0.5 * eps * force(phi)
@@ -243,13 +290,16 @@ class HMC:
 
     ``phi0=None`` starts hot (unit white noise from ``generator``). See the module docstring
     for the Hamiltonian, integrators, Fourier acceleration (fa_mass2 defaults to action.m2,
-    and must be given when m2 <= 0) and the step-size adaptation (fixed trajectory length).
+    and must be given when m2 <= 0), the randomized trajectory length (``jitter`` in [0, 1),
+    default :data:`DEFAULT_JITTER`; 0 = fixed length) and the step-size adaptation (fixed
+    mean trajectory length; ``step_size`` is always the base step before jitter).
     """
 
     def __init__(self, action: Phi4Action, lattice: Lattice, n_chains: int, *,
                  step_size: float = 0.1, n_steps: int = 10, integrator: str = "leapfrog",
                  fourier_accel: bool = False, fa_mass2: float | None = None,
-                 target_accept: float = 0.9, generator: torch.Generator,
+                 target_accept: float = 0.9, jitter: float = DEFAULT_JITTER,
+                 generator: torch.Generator,
                  device="cpu", dtype=torch.float64, phi0: torch.Tensor | None = None):
         self.n_chains, self.device, self.dtype = check_sampler_args(
             action, lattice, n_chains, generator, device, dtype)
@@ -277,6 +327,7 @@ class HMC:
             self.fa_mass2 = float("nan")
             self.kinetic = Kinetic(lattice)
         self.target_accept = _unit_interval("target_accept", target_accept)
+        self.jitter = _jitter(jitter)
         self.traj_length = self.step_size * self.n_steps
         self.adapter = DualAveraging(self.step_size, self.target_accept,
                                      lo=self.traj_length * 1e-4, hi=self.traj_length)
@@ -289,9 +340,11 @@ class HMC:
         """H = 1/2 pi^T M^{-1} pi + S[phi] per chain."""
         return self.kinetic.energy(pi) + self.action(phi)
 
-    def integrate(self, phi: torch.Tensor, pi: torch.Tensor, step_size: float | None = None,
+    def integrate(self, phi: torch.Tensor, pi: torch.Tensor,
+                  step_size: float | torch.Tensor | None = None,
                   n_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One MD trajectory with this sampler's integrator and kinetic term."""
+        """One MD trajectory with this sampler's integrator and kinetic term (no jitter:
+        ``step_size`` defaults to the base step; a tensor gives one step per chain)."""
         return integrate(phi, pi, self.action.force,
                          self.step_size if step_size is None else step_size,
                          self.n_steps if n_steps is None else n_steps,
@@ -300,16 +353,26 @@ class HMC:
     def draw_momenta(self) -> torch.Tensor:
         return self.kinetic.draw(self.n_chains, self.generator, self.device, self.dtype)
 
+    def draw_step_sizes(self) -> float | torch.Tensor:
+        """This trajectory's steps: step_size, or per chain uniform in step_size (1 -+ jitter)."""
+        if self.jitter == 0:
+            return self.step_size
+        u = torch.rand(self.n_chains, generator=self.generator, device=self.device,
+                       dtype=self.dtype)
+        return self.step_size * (1 + self.jitter * (2 * u - 1))
+
     @torch.no_grad()
     def trajectory(self) -> dict[str, torch.Tensor]:
         """One trajectory for every chain.
 
         Returns ``accepted`` (bool, per chain), ``dH`` (H_end - H_start, per chain) and
-        ``acc_prob`` = min(1, exp(-dH)) (0 where dH is not finite).
+        ``acc_prob`` = min(1, exp(-dH)) (0 where dH is not finite). Random numbers, in order:
+        momenta, the chains' step sizes (only if jitter > 0), accept/reject uniforms.
         """
         pi = self.draw_momenta()
+        eps = self.draw_step_sizes()
         h0 = self.hamiltonian(self.phi, pi)
-        phi1, pi1 = self.integrate(self.phi, pi)
+        phi1, pi1 = self.integrate(self.phi, pi, step_size=eps)
         dh = self.hamiltonian(phi1, pi1) - h0
         log_u = torch.rand(self.n_chains, generator=self.generator, device=self.device,
                            dtype=self.dtype).log()
@@ -397,6 +460,7 @@ class HMC:
             "config/integrator": _scalar(np.int64(INTEGRATORS.index(self.integrator))),
             "config/fourier_accel": _scalar(np.int64(self.fourier_accel)),
             "config/fa_mass2": _scalar(self.fa_mass2),
+            "config/jitter": _scalar(self.jitter),
         }
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -425,6 +489,8 @@ class HMC:
         Restores the fields, generator, step_size, n_steps, trajectory length, target
         acceptance, counters, statistics and adaptation state.
         """
+        if isinstance(d, dict) and "config/jitter" not in d:
+            d = {**d, "config/jitter": _scalar(0.0)}  # saved before jitter existed: fixed length
         check_config(self._config(), d)
         check_keys(d, self.state_dict().keys())
         if np.shape(d["phi"]) != (self.n_chains, *self.lattice.shape):
