@@ -74,7 +74,7 @@ from rgdist.lattice.geometry import Lattice
 from rgdist.rg.schemes import Scheme
 
 METHODS = ("discrete", "exact", "hutchinson")
-INTEGRATORS = ("heun", "rk4", "exponential", "implicit")
+INTEGRATORS = ("heun", "rk4", "split", "exponential", "implicit")
 DISCRETE_ONLY = ("exponential", "implicit")
 _QUAD_NODES = 32
 PROBES = ("rademacher", "gaussian")
@@ -242,6 +242,17 @@ def remainder_trace(score_fn, scheme: Scheme):
     return None
 
 
+def has_exact_trace(score_fn, scheme: Scheme, differentiable: bool = False) -> bool:
+    """True when the flow of ``score_fn`` has an O(V) exact divergence: a Gaussian part in
+    closed form plus nothing, a structured remainder or an exact-trace model.
+    ``differentiable=True`` asks for one whose trace carries gradients to the parameters
+    (exact-trace models; the structured closed forms are evaluated without autograd)."""
+    flow = _Flow(score_fn, scheme)
+    if differentiable:
+        return flow.rem_trace is not None
+    return flow.exact_trace
+
+
 class _Flow:
     """f(phi, t) = ifft(k_t fft(phi) + m_t fft(r(phi, t))), t a Python float, where
 
@@ -259,6 +270,7 @@ class _Flow:
         self.scheme, self.lat = scheme, scheme.lattice
         self.G, self.rem = split_score(score_fn, scheme)
         self.rem_jac = None if self.rem is None else remainder_jacobian(score_fn, scheme)
+        self.score_fn = score_fn
         self.rem_trace = None
         if self.rem is not None and self.rem_jac is None:
             self.rem_trace = remainder_trace(score_fn, scheme)
@@ -732,6 +744,9 @@ def _check_args(scheme, method, n_probes, probe, generator_needed, generator,
         raise ValueError(f"integrator={integrator!r} has only the exact density of its discrete "
                          f"map: use method='discrete' (got method={method!r}), or "
                          "integrator='heun' or 'rk4' for the continuous-time methods")
+    if integrator == "split" and method != "exact":
+        raise ValueError("integrator='split' (linear part exact, channels by RK4) computes the "
+                         f"exact-trace density: use method='exact', got method={method!r}")
     if integrator == "rk4" and method == "discrete":
         raise ValueError("integrator='rk4' integrates the continuous-time density (method "
                          "'exact' or 'hutchinson'); method='discrete' needs integrator 'heun', "
@@ -776,6 +791,74 @@ def rk4_step(div: Callable, phi: torch.Tensor, a: float, b: float):
     return out, w * (d1 + 2 * d2 + 2 * d3 + d4), w * w * (v1 + 4 * v2 + 4 * v3 + v4)
 
 
+_SPLIT_NODES, _SPLIT_WEIGHTS = np.polynomial.legendre.leggauss(4)
+
+
+class _SplitFlow:
+    """The flow of an exact-trace model split as f = C_t phi (linear, mode-diagonal) + f_N.
+
+    C_t(p) = k_t(p) - m_t(p) g_t h_t(p) with k, m the scheme kernels of :class:`_Flow`, h_t the
+    model's linear filter and g_t its scale (residual_scale inside a GaussianExactScore, else
+    1); f_N = ifft(m_t fft(g_t n(phi, t))) with n the nonlinear channels, whose weighted trace
+    the model gives exactly.
+    """
+
+    def __init__(self, flow: _Flow, score_fn):
+        self.flow, self.lat = flow, flow.lat
+        if flow.G is not None and not isinstance(score_fn, GaussianScore):
+            self.net, self.scale = score_fn.net, score_fn.residual_scale
+        else:
+            self.net, self.scale = score_fn, None
+        if not callable(getattr(self.net, "linear_filter", None)):
+            raise ValueError("integrator='split' needs a model with linear_filter() and "
+                             "nonlinear_divergence() (model 'trace')")
+        self.has_channels = (getattr(self.net, "channels", 0)
+                             + getattr(self.net, "global_channels", 0)) > 0
+
+    def _g(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if self.scale is None:
+            return torch.ones(t.shape[0], dtype=like.dtype, device=like.device)
+        return self.scale(t.to(like.dtype)).to(like.dtype)
+
+    def coef(self, u: float, like: torch.Tensor) -> torch.Tensor:
+        k, m = self.flow.kernels(u, like)
+        tt = torch.tensor([u], dtype=like.dtype, device=like.device)
+        h = self.net.linear_filter(tt)[0].to(like.dtype)
+        return k - m * self._g(tt, like)[0] * h
+
+    def propagator(self, a: float, b: float, like: torch.Tensor):
+        """(E, int_b^a C du summed over p) for the exact linear flow from a down to b < a."""
+        half, mid = 0.5 * (a - b), 0.5 * (a + b)
+        integral = 0.0
+        for x, w in zip(_SPLIT_NODES.tolist(), _SPLIT_WEIGHTS.tolist()):
+            integral = integral + (half * w) * self.coef(mid + half * x, like)
+        return torch.exp(-integral), integral.sum()
+
+    def nonlinear(self, x: torch.Tensor, u: float):
+        k, m = self.flow.kernels(u, x)
+        tb = torch.full((x.shape[0],), u, dtype=x.dtype, device=x.device)
+        self.flow.nfe += 1
+        n, tr = self.net.nonlinear_divergence(x, tb, m)
+        g = self._g(tb, x)
+        f = self.lat.ifft(m * self.lat.fft(g.reshape((-1,) + (1,) * self.lat.d) * n))
+        return f, (g * tr).to(torch.float64), torch.zeros_like(tr, dtype=torch.float64)
+
+    def step(self, phi: torch.Tensor, t: float, s: float):
+        """Strang splitting t -> s < t: exact linear half step, RK4 on the channels over the
+        whole step, exact linear half step. Returns (phi_s, integral of div f): exact for the
+        linear part (the map is E, log|det| = sum_p int C), RK4 for the channels."""
+        mid = 0.5 * (t + s)
+        E1, l1 = self.propagator(t, mid, phi)
+        phi = self.lat.ifft(E1 * self.lat.fft(phi))
+        dl = l1.to(torch.float64).expand(phi.shape[0])
+        if self.has_channels:
+            phi, dn, _ = rk4_step(self.nonlinear, phi, t, s)
+            dl = dl + dn
+        E2, l2 = self.propagator(mid, s, phi)
+        phi = self.lat.ifft(E2 * self.lat.fft(phi))
+        return phi, dl + l2.to(torch.float64)
+
+
 def flow_with_logq(score_fn: ScoreFn, scheme: Scheme, phi_T: torch.Tensor, times, *,
                    integrator: str = "rk4", checkpoint: bool = False):
     """Differentiable probability-flow path with the EXACT divergence (for training).
@@ -787,13 +870,14 @@ def flow_with_logq(score_fn: ScoreFn, scheme: Scheme, phi_T: torch.Tensor, times
     gradients flow to its parameters. ``checkpoint=True`` recomputes each step in the
     backward pass (torch.utils.checkpoint): memory O(one step) instead of O(steps).
     """
-    if integrator not in ("rk4", "heun"):
-        raise ValueError(f"integrator must be 'rk4' or 'heun', got {integrator!r}")
+    if integrator not in ("rk4", "heun", "split"):
+        raise ValueError(f"integrator must be 'rk4', 'heun' or 'split', got {integrator!r}")
     flow = _Flow(score_fn, scheme)
     if flow.rem is not None and flow.rem_trace is None:
         raise ValueError("flow_with_logq needs a score model with an exact trace (model "
                          "'trace', alone or with gaussian_exact); this model has none")
     div = _Divergence(flow, "exact", 1, "rademacher", None, 8192)
+    split = _SplitFlow(flow, score_fn) if integrator == "split" else None
     grid = [float(x) for x in torch.as_tensor(times, dtype=torch.float64).tolist()]
 
     def heun(x, a, b):
@@ -802,6 +886,8 @@ def flow_with_logq(score_fn: ScoreFn, scheme: Scheme, phi_T: torch.Tensor, times
         return x + 0.5 * (b - a) * (f1 + f2), 0.5 * abs(b - a) * (d1 + d2)
 
     def step(x, a, b):
+        if split is not None:
+            return split.step(x, a, b)
         if integrator == "rk4":
             y, dl, _ = rk4_step(div, x, a, b)
             return y, dl
@@ -819,11 +905,22 @@ def flow_with_logq(score_fn: ScoreFn, scheme: Scheme, phi_T: torch.Tensor, times
     return phi, delta
 
 
+def flow_score(flow: _Flow):
+    return flow.score_fn
+
+
 def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method, integrator="heun"):
     """Integrate T -> t_min from phi (= phi_T); returns (phi, log-density change, var, #folds)."""
     delta = torch.zeros(phi.shape[0], dtype=torch.float64, device=phi.device)
     var = torch.zeros_like(delta)
     n_bad = 0
+    if integrator == "split":
+        split = _SplitFlow(flow, flow_score(flow))
+        with torch.no_grad():
+            for t, s in zip(grid[:-1], grid[1:]):
+                phi, dl = split.step(phi, t, s)
+                delta = delta + dl
+        return phi.detach(), delta.detach(), var, 0
     if integrator == "rk4":
         with torch.no_grad():  # (Hutchinson probes enable grad for their own products)
             for t, s in zip(grid[:-1], grid[1:]):

@@ -4,8 +4,8 @@
 
 * The linear part is a learned, time-dependent, p -> -p symmetric filter
       h_t(p) = h_ref,t(p) exp( sum_j a_j(t) b_j(p) ),   h_ref,t = 1 / (A_t^2 G_ref + Sigma_t),
-  with b_j small functions of the lattice momenta (phat^2 and sum_mu phat_mu^4, so it is
-  defined on every lattice size) and a_j(t) linear in the time embedding, starting at 0.
+  with b_j small functions of the lattice momenta (of phat^2, sum_mu phat_mu^4 and
+  1/(1 + phat^2), so it is defined on every lattice size) and a_j(t) linear in the time embedding, starting at 0.
   G_ref is a REFERENCE spectrum: by default white noise (G_ref = 1), i.e. no knowledge of the
   target; the model starts from the exact score of white-noise data and learns the rest.
 * The nonlinear part has K channels with periodic convolutions u_k, w_k (position-space
@@ -24,6 +24,8 @@ filter M (eigenvalues m(p), real and even) the weighted trace is exact:
 
 because tr(M W D U) = tr(D U M W) and U M W is circulant with constant diagonal c_k(m).
 :meth:`TraceScore.divergence` returns the score and this trace; no vector-Jacobian product.
+:meth:`linear_filter` and :meth:`nonlinear_divergence` give the two parts separately, for
+integrators that solve the linear part exactly (rgdist.exact.likelihood, integrator "split").
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class TraceScore(ScoreModel):
         d = lattice.d
         self.embed = TimeEmbedding(t_max, hidden, n_freq, g)
         # linear part: separable low-rank log-correction of the reference filter
-        self.filter_in = Linear(2, filter_hidden, True, g)
+        self.filter_in = Linear(3, filter_hidden, True, g)
         self.filter_out = Linear(filter_hidden, self.filter_rank, False, g)
         self.filter_time = Linear(hidden, self.filter_rank, True, g, std=0.0)
         # nonlinear channels
@@ -132,7 +134,8 @@ class TraceScore(ScoreModel):
         moms = lat.momenta(device, dtype)
         p2 = sum(4 * torch.sin(p / 2) ** 2 for p in moms)
         p4 = sum((4 * torch.sin(p / 2) ** 2) ** 2 for p in moms)
-        return torch.stack([p2 / (4 * lat.d), p4 / (16 * lat.d)], -1)  # (*shape, 2)
+        # phat^2 and sum_mu phat_mu^4 (UV shape), 1/(1 + phat^2) (resolves the IR modes)
+        return torch.stack([p2 / (4 * lat.d), p4 / (16 * lat.d), 1 / (1 + p2)], -1)
 
     def filter(self, t: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """h_t(p), shape (B, *shape)."""
@@ -161,44 +164,76 @@ class TraceScore(ScoreModel):
             return None, None
         return torch.cat(parts_u), torch.cat(parts_w)
 
-    def _forward_parts(self, phi: torch.Tensor, t: torch.Tensor):
-        lat, d = self.lattice, self.d
-        emb = self.embed(t)
-        X = lat.fft(phi)
-        h = self.filter(t, emb)
-        out_hat = -h * X
-        cache = {"h": h, "uw": None}
+    def _nonlinear_parts(self, phi: torch.Tensor, emb: torch.Tensor, X: torch.Tensor):
+        """Fourier transform of the channels' sum and what their trace needs (or None)."""
+        d = self.d
         u_hat, w_hat = self._channels(phi.dtype)
-        if u_hat is not None:
-            a = lat.ifft(X.unsqueeze(1) * u_hat.unsqueeze(0))          # (B, C, *shape)
-            c = self.coef(emb)
-            C = u_hat.shape[0]
-            view = (-1, C) + (1,) * d
-            c1, c3 = c[:, :C].reshape(view), c[:, C:].reshape(view)
-            th = torch.tanh(a)
-            sig = c1 * th + c3 * a**3
-            out_hat = out_hat + (w_hat.unsqueeze(0) * lat.fft(sig)).sum(1)
-            cache.update(uw=(u_hat * w_hat).real, a=a, th=th, c1=c1, c3=c3)
-        return lat.ifft(out_hat), cache
+        if u_hat is None:
+            return None, None
+        lat = self.lattice
+        a = lat.ifft(X.unsqueeze(1) * u_hat.unsqueeze(0))              # (B, C, *shape)
+        c = self.coef(emb)
+        C = u_hat.shape[0]
+        view = (-1, C) + (1,) * d
+        c1, c3 = c[:, :C].reshape(view), c[:, C:].reshape(view)
+        th = torch.tanh(a)
+        out_hat = (w_hat.unsqueeze(0) * lat.fft(c1 * th + c3 * a**3)).sum(1)
+        return out_hat, {"uw": (u_hat * w_hat).real, "a": a, "th": th, "c1": c1, "c3": c3}
+
+    def _channel_trace(self, cache, m) -> torch.Tensor:
+        dims = tuple(range(1, self.d + 1))
+        ck = (m * cache["uw"]).sum(dims) / self.lattice.volume           # (C,)
+        dsig = cache["c1"] * (1 - cache["th"] ** 2) + 3 * cache["c3"] * cache["a"] ** 2
+        return (ck.unsqueeze(0) * dsig.sum(tuple(range(2, self.d + 2)))).sum(1)
 
     def score(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self._forward_parts(phi, t)[0]
+        emb = self.embed(t)
+        X = self.lattice.fft(phi)
+        out_hat = -self.filter(t, emb) * X
+        nl, _ = self._nonlinear_parts(phi, emb, X)
+        if nl is not None:
+            out_hat = out_hat + nl
+        return self.lattice.ifft(out_hat)
+
+    def _prepare(self, phi, t, m):
+        self.lattice.check_field(phi)
+        t = as_time(t, phi.shape[0], phi)
+        dtype = self.param_dtype
+        if m is None:
+            m = torch.ones(self.lattice.shape, dtype=dtype, device=phi.device)
+        return phi.to(dtype), t.to(dtype), torch.as_tensor(m).to(device=phi.device, dtype=dtype)
 
     # ------------------------------------------------------------------ exact trace
     def divergence(self, phi: torch.Tensor, t, m=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(s(phi, t), tr(M ds/dphi)) per configuration; M the circulant filter with
         eigenvalues ``m`` (lattice.shape; None = identity, i.e. the plain divergence)."""
-        self.lattice.check_field(phi)
-        t = as_time(t, phi.shape[0], phi)
-        dtype = self.param_dtype
-        s, cache = self._forward_parts(phi.to(dtype), t.to(dtype))
-        dims = tuple(range(1, self.d + 1))
-        if m is None:
-            m = torch.ones(self.lattice.shape, dtype=dtype, device=phi.device)
-        m = torch.as_tensor(m).to(device=phi.device, dtype=dtype)
-        tr = -(m * cache["h"]).sum(dims)
-        if cache["uw"] is not None:
-            ck = (m * cache["uw"]).sum(dims) / self.lattice.volume       # (C,)
-            dsig = cache["c1"] * (1 - cache["th"] ** 2) + 3 * cache["c3"] * cache["a"] ** 2
-            tr = tr + (ck.unsqueeze(0) * dsig.sum(tuple(range(2, self.d + 2)))).sum(1)
-        return s.to(phi.dtype), tr.to(phi.dtype)
+        x, tt, m = self._prepare(phi, t, m)
+        emb = self.embed(tt)
+        X = self.lattice.fft(x)
+        h = self.filter(tt, emb)
+        out_hat = -h * X
+        tr = -(m * h).sum(tuple(range(1, self.d + 1)))
+        nl, cache = self._nonlinear_parts(x, emb, X)
+        if nl is not None:
+            out_hat = out_hat + nl
+            tr = tr + self._channel_trace(cache, m)
+        return self.lattice.ifft(out_hat).to(phi.dtype), tr.to(phi.dtype)
+
+    # ------------------------------------------------------------------ split form
+    def linear_filter(self, t) -> torch.Tensor:
+        """h_t(p) of the linear part s_lin = -ifft(h_t phi~), shape (B, *shape) for t (B,)."""
+        ref = next(self.parameters())
+        t = torch.as_tensor(t, dtype=ref.dtype, device=ref.device).reshape(-1)
+        return self.filter(t, self.embed(t))
+
+    def nonlinear_divergence(self, phi: torch.Tensor, t, m=None):
+        """(n(phi, t), tr(M dn/dphi)) of the nonlinear channels n = s - s_lin alone (zeros
+        without channels)."""
+        x, tt, m = self._prepare(phi, t, m)
+        emb = self.embed(tt)
+        nl, cache = self._nonlinear_parts(x, emb, self.lattice.fft(x))
+        if nl is None:
+            z = torch.zeros_like(phi)
+            return z, z.flatten(1).sum(1)
+        return (self.lattice.ifft(nl).to(phi.dtype),
+                self._channel_trace(cache, m).to(phi.dtype))

@@ -41,8 +41,17 @@ from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
 from rgdist.train.dsm import check_t_sampler, check_weighting, dsm_loss
+from rgdist.train.objectives import (
+    check_objective,
+    check_reverse_kl_model,
+    kish_ess_fraction,
+    reverse_kl_loss,
+)
 
 LR_SCHEDULES = ("constant", "cosine")
+KL_GRIDS = ("uniform", "log", "snr")
+KL_INTEGRATORS = ("split", "rk4", "heun")
+MAX_KL_STEPS = 10_000
 AMP_MODES = ("off", "bf16")
 NAN_POLICIES = ("rollback", "raise")
 
@@ -79,6 +88,13 @@ class TrainConfig:
     log_every: int = 100
     nan_policy: str = "rollback"
     max_rollbacks: int = 8
+    objective: str = "dsm"
+    kl_steps: int = 16
+    kl_batch: int | None = None
+    kl_grid: str = "snr"
+    kl_integrator: str = "split"
+    kl_checkpoint: bool = True
+    path_weight: float = 1.0
 
     def __post_init__(self):
         _int("steps", self.steps, 0)
@@ -106,6 +122,21 @@ class TrainConfig:
         if self.nan_policy not in NAN_POLICIES:
             raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
         _int("max_rollbacks", self.max_rollbacks, 0)
+        check_objective(self.objective)
+        _int("kl_steps", self.kl_steps, 1)
+        if self.kl_steps > MAX_KL_STEPS:
+            raise ValueError(f"kl_steps must be an integer in [1, {MAX_KL_STEPS}], got "
+                             f"{self.kl_steps!r}")
+        if self.kl_batch is not None:
+            _int("kl_batch", self.kl_batch, 1)
+        if self.kl_grid not in KL_GRIDS:
+            raise ValueError(f"kl_grid must be one of {KL_GRIDS}, got {self.kl_grid!r}")
+        if self.kl_integrator not in KL_INTEGRATORS:
+            raise ValueError(f"kl_integrator must be one of {KL_INTEGRATORS}, got "
+                             f"{self.kl_integrator!r}")
+        if not isinstance(self.kl_checkpoint, bool):
+            raise ValueError(f"kl_checkpoint must be True or False, got {self.kl_checkpoint!r}")
+        _float("path_weight", self.path_weight, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -125,16 +156,27 @@ def _to_np(x: torch.Tensor) -> np.ndarray:
 
 
 class Trainer:
-    """DSM training of ``model`` for ``scheme`` on minibatches of ``data_source``."""
+    """Training of ``model`` for ``scheme`` by ``config.objective``: DSM on minibatches of
+    ``data_source``, reverse KL against ``action`` (no data: ``data_source`` may be None), or
+    the path-aware objective (both; see rgdist.train.objectives). ``prior_G``: the reference
+    spectrum of the flow's Gaussian prior for the reverse-KL term (needed when the scheme
+    leaves a mode un-noised; use the same one when evaluating the sampler)."""
 
     def __init__(self, model, scheme, data_source, config: TrainConfig,
-                 generator: torch.Generator, *, callbacks=()):
+                 generator: torch.Generator, *, callbacks=(), action=None, prior_G=None):
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
         if not isinstance(generator, torch.Generator):
             raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if not callable(getattr(data_source, "sample", None)):
+        if config.objective != "dsm":
+            if action is None or not callable(action):
+                raise ValueError(f"objective {config.objective!r} needs action= (the lattice "
+                                 "action S(phi), e.g. rgdist.lattice.Phi4Action)")
+            check_reverse_kl_model(model, scheme)
+        if config.objective != "reverse_kl" and not callable(getattr(data_source, "sample", None)):
             raise ValueError("data_source must provide sample(batch, generator)")
+        self.action, self.prior_G = action, prior_G
+        self.last_ess = float("nan")
         callbacks = list(callbacks)
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -191,10 +233,25 @@ class Trainer:
                 return self.model(phi, t)
         return self.model(phi, t)
 
-    def compute_loss(self, phi0: torch.Tensor) -> torch.Tensor:
+    def kl_times(self) -> torch.Tensor:
+        """The ODE grid of the reverse-KL term."""
         cfg = self.config
-        return dsm_loss(self._score_fn, self.scheme, phi0, self.generator,
-                        weighting=cfg.weighting, t_sampler=cfg.t_sampler, t_min=cfg.t_min)
+        return self.scheme.time_grid(cfg.kl_steps, kind=cfg.kl_grid, t_min=cfg.t_min)
+
+    def compute_loss(self, phi0: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.config
+        loss = None
+        if cfg.objective in ("reverse_kl", "path"):
+            loss, log_w = reverse_kl_loss(
+                unwrap(self.model), self.scheme, self.action, cfg.kl_batch or cfg.batch_size,
+                self.generator, times=self.kl_times(), prior_G=self.prior_G,
+                integrator=cfg.kl_integrator, checkpoint=cfg.kl_checkpoint)
+            self.last_ess = kish_ess_fraction(log_w)
+        if cfg.objective in ("dsm", "path"):
+            dsm = dsm_loss(self._score_fn, self.scheme, phi0, self.generator,
+                           weighting=cfg.weighting, t_sampler=cfg.t_sampler, t_min=cfg.t_min)
+            loss = dsm if loss is None else loss + cfg.path_weight * dsm
+        return loss
 
     def out_of_time(self) -> bool:
         """True once ``max_seconds`` of wall-clock time have passed since the first
@@ -212,7 +269,9 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        phi0 = self.data.sample(cfg.batch_size, self.generator).to(self.device)
+        phi0 = None
+        if cfg.objective != "reverse_kl":
+            phi0 = self.data.sample(cfg.batch_size, self.generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(phi0)
         loss.backward()
@@ -351,7 +410,7 @@ class Trainer:
         d["lr_factor"] = np.asarray(self.lr_factor, dtype=np.float64)
         d["n_rollbacks"] = np.asarray(self.n_rollbacks, dtype=np.int64)
         d["loss_history"] = np.asarray(self.loss_history, dtype=np.float64)
-        if hasattr(self.data, "state_dict"):
+        if self.data is not None and hasattr(self.data, "state_dict"):
             d.update({f"data/{k}": v for k, v in self.data.state_dict().items()})
         return d
 
@@ -382,7 +441,7 @@ class Trainer:
         self.n_rollbacks = int(d["n_rollbacks"])
         self.loss_history = [float(x) for x in np.asarray(d["loss_history"]).reshape(-1)]
         data_state = {k[5:]: v for k, v in d.items() if k.startswith("data/")}
-        if data_state and hasattr(self.data, "load_state_dict"):
+        if data_state and self.data is not None and hasattr(self.data, "load_state_dict"):
             self.data.load_state_dict(data_state)
         self._snapshot = None
         self._consecutive_rollbacks = 0
