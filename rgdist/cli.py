@@ -30,7 +30,11 @@ def _cmd_validate(args) -> int:
     from rgdist.campaign.spec import load_campaign
 
     camp = load_campaign(args.file)
+    from rgdist.campaign.diagnostics import precheck
+
+    lines = precheck(camp)  # ConfigError (exit 2) on what no data can repair
     print(camp.summary())
+    print("\n".join(lines))
     return exitcodes.OK
 
 

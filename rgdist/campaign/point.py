@@ -275,8 +275,20 @@ class PointJob:
         trainer = Trainer(model, scheme, source, cfg, generator=self.gen("train"))
         return trainer, scheme, G
 
+    def _diagnostics(self, scheme, G, check: bool = True) -> dict:
+        """Leftover, dynamic range and sampler bias on the measured spectrum G (ConfigError,
+        exit 2, when one exceeds its limit; see rgdist.campaign.diagnostics)."""
+        from rgdist.campaign.diagnostics import point_diagnostics, point_where
+
+        return point_diagnostics(self.ctx.campaign, scheme, G, point_where(self.ctx.point), check=check)
+
     def _stage_train(self) -> None:
-        trainer, _, _ = self._trainer()
+        trainer, scheme, G = self._trainer()
+        d = self._diagnostics(scheme, G)  # before any training: a bad scheme stops here
+        self._log(f"leftover A_T^2 G/Sigma_T max {float(d['leftover/max']):.3g} mean "
+                  f"{float(d['leftover/mean']):.3g}, prior dynamic range "
+                  f"{float(d['leftover/dynamic_range']):.3g}, sampler G2 bias "
+                  f"{float(d['sampler_bias/max_discretization']):.3g}")
         if self.step > 0:
             trainer.load_state_dict(_strip("trainer", self.arrays))
         base = {k: v for k, v in self.arrays.items() if not k.startswith("trainer/")}
@@ -308,6 +320,7 @@ class PointJob:
         c = self.ctx.campaign
         s = c.sample
         trainer, scheme, G = self._trainer()
+        diagnostics = _prefixed("results", self._diagnostics(scheme, G))
         trainer.load_state_dict(_strip("trainer", self.arrays))
         model = trainer.ema_model()
         model.eval()
@@ -368,9 +381,9 @@ class PointJob:
                                       denoise=s.denoise, G=G,
                                       record_times=t_flow if len(t_flow) else None)
                 if not bool(torch.isfinite(phi0).all()):
-                    raise FloatingPointError(
-                        f"the {s.solver} sampler produced non-finite fields (chunk {ci}); use more "
-                        "sample.n_steps, another sample.grid, or a longer training")
+                    from rgdist.campaign.diagnostics import nonfinite_message
+
+                    raise FloatingPointError(nonfinite_message(c, scheme, G, s.solver, ci))
                 u = new_unit()
                 bins = torch.arange(ci * s.batch_size, ci * s.batch_size + n) % c.measure.n_bins
                 u["acc"].update(phi0.detach().cpu(), bins)
@@ -407,7 +420,7 @@ class PointJob:
                    "results/train/loss": base["results/train/loss"],
                    "results/train/steps": base["results/train/steps"],
                    "results/hmc/acceptance": base["hmc/acceptance"],
-                   "results/spectrum": G.cpu().numpy()}
+                   "results/spectrum": G.cpu().numpy(), **diagnostics}
         if len(t_flow):
             results.update(self._flow_results(scheme, model, G, t_flow, total["flow"], base))
         if c.exact.enabled:  # the exact stage rebuilds the model from the data and trainer state

@@ -44,3 +44,29 @@ def results_table(results: dict, campaign=None) -> str:
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def diagnostics_table(results: dict, campaign=None) -> str:
+    """Per point: the leftover A_T^2 G / Sigma_T at T (max, mean over the noised modes), the
+    prior's dynamic range and the sampler's closed-form G2 bias, for the measured spectrum G
+    (rgdist.campaign.diagnostics)."""
+    head = ("point", "N", "lam", "m2", "leftover max", "mean", "dyn. range", "sampler bias", "limit")
+    rows = [head]
+    order = sorted(results.items(), key=lambda kv: kv[1]["attrs"]["index"])
+    for pid, r in order:
+        a, d = r["attrs"], r.get("diagnostics", {})
+        if not d:
+            continue
+        g = lambda k: f"{d[k]:.3g}" if k in d else "-"
+        rows.append((pid[:8], "x".join(str(n) for n in a["shape"]), f"{a['lam']:g}", f"{a['m2']:g}",
+                     g("leftover/max"), g("leftover/mean"), g("leftover/dynamic_range"),
+                     g("sampler_bias/max_discretization"), g("sampler_bias/limit")))
+    title = ("diagnostics on the measured spectrum G: leftover A_T^2 G/Sigma_T at T (limit "
+             f"scheme.max_leftover = {getattr(getattr(campaign, 'scheme', None), 'max_leftover', '?')}), "
+             "dynamic range of the prior, sampler's G2 bias on Gaussian data (limit sample.max_bias)")
+    if len(rows) == 1:
+        return title + "\n  (none recorded)"
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return title + "\n" + "\n".join(lines)

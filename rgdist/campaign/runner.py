@@ -229,6 +229,9 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
             points = sel_file.read_text().strip() or None
         if points is not None:
             select_points(campaign.points(), points)
+        from rgdist.campaign.diagnostics import precheck
+
+        precheck(campaign)  # what no data can repair, before anything is written
     except ConfigError as exc:
         err = str(exc)
     errs = comm.allgather(err)
@@ -265,9 +268,11 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
         return exitcodes.REQUEUE
     if comm.is_root:
         from rgdist.campaign.aggregate import aggregate, format_report
-        from rgdist.campaign.report import results_table
+        from rgdist.campaign.report import diagnostics_table, results_table
 
         print(results_table(out["results"], campaign))
+        print()
+        print(diagnostics_table(out["results"], campaign))
         # the campaign's own phase diagram: crossings, chi peaks, critical line, plots
         agg = aggregate([str(run_dir)], None)
         print()

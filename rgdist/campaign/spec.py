@@ -28,6 +28,8 @@ import yaml
 from rgdist.campaign import grid as _grid
 from rgdist.campaign.grid import GridPoint, check_int, check_real, got, join
 from rgdist.errors import ConfigError
+from rgdist.scheme_defaults import MAX_LEFTOVER
+from rgdist.scheme_defaults import SCHEME_DEFAULTS as _SCHEME_DEFAULTS
 
 SCHEMA_VERSION = 1
 SCHEMES = ("carosso", "polchinski", "renormalized_polchinski", "vp", "ve")
@@ -50,15 +52,11 @@ MAX_EXACT_VOLUME = 256
 MAX_STRUCTURED_VOLUME = 1024  # = rgdist.exact.MAX_STRUCTURED_VOLUME
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
 
-# Per-scheme parameters and their defaults (those of the rgdist.rg scheme classes); t_min is
-# the smallest time of training and sampling, the others are the scheme's keyword arguments.
-SCHEME_DEFAULTS = {
-    "carosso": {"T": 40.0, "mu2": 0.1, "t_min": 1e-3},
-    "polchinski": {"T": 3.0, "Lambda0": 4.0, "m02": 1.0, "mu2": 0.0, "t_min": 1e-3},
-    "renormalized_polchinski": {"T": 3.0, "Lambda0": 4.0, "m02": 1.0, "mu2": 0.0, "t_min": 1e-3},
-    "vp": {"T": 1.0, "beta_min": 0.1, "beta_max": 20.0, "t_min": 1e-3},
-    "ve": {"T": 1.0, "sigma_min": 0.01, "sigma_max": 100.0, "t_min": 1e-5},
-}
+# Per-scheme parameters and their defaults: the table rgdist.scheme_defaults, which the
+# rgdist.rg scheme classes read too (constructor defaults, default_t_min), so the two cannot
+# drift apart. t_min is the smallest time of training and sampling, the others are the
+# scheme's keyword arguments.
+SCHEME_DEFAULTS = _SCHEME_DEFAULTS
 # Per-model architecture parameters (keyword arguments of rgdist.models.build_model).
 MODEL_PARAMS = {
     "conv": {"channels": 16, "blocks": 2},
@@ -277,6 +275,15 @@ class TrainSpec(_Section):
 
 @dataclass(frozen=True)
 class SampleSpec(_Section):
+    """The reverse sampler. ``max_bias``: the largest relative deviation of any noised mode's
+    G2 that the solver's discretization (``solver`` on ``grid`` with ``n_steps``) may cause on
+    Gaussian data of the point's measured spectrum with the exact score, computed in closed
+    form before training (rgdist.sample.audit; a learned score adds its own error on top).
+    "auto" (default) = 0.5 / sqrt(n_samples), half the smallest per-mode standard error of the
+    ensemble's G2; null: report only. Beyond it the point stops with a ConfigError (exit 2)
+    that names a setting that passes. Left out of ``to_dict`` (and the point ids) at "auto".
+    """
+
     KEY: ClassVar[str] = "sample"
     n_samples: int = opt(1024, Int(lo=1))
     batch_size: int = opt(256, Int(lo=1))
@@ -284,6 +291,20 @@ class SampleSpec(_Section):
     solver: str = opt("exponential", Choice(*SOLVERS))
     grid: str = opt("uniform", Choice(*TIME_GRIDS))
     denoise: bool = opt(True, Bool())
+    max_bias: float | str | None = opt("auto", Nullable(AutoOr(Real(lo=0, lo_open=True))))
+
+    @property
+    def bias_limit(self) -> float | None:
+        """``max_bias`` as a number ("auto": 0.5 / sqrt(n_samples)), None when unchecked."""
+        if self.max_bias == "auto":
+            return 0.5 / self.n_samples ** 0.5
+        return self.max_bias
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        if out["max_bias"] == "auto":  # added later: omitted at its default (same point ids)
+            del out["max_bias"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -529,7 +550,14 @@ class SchemeSpec:
 
     carosso: T, mu2; polchinski / renormalized_polchinski: T, Lambda0, m02, mu2;
     vp: T, beta_min, beta_max; ve: T, sigma_min, sigma_max; every scheme: t_min (the
-    smallest time used in training and sampling).
+    smallest time used in training and sampling). Defaults: rgdist.scheme_defaults.
+
+    ``max_leftover`` (every scheme; default rgdist.scheme_defaults.MAX_LEFTOVER = 0.1, null:
+    report only): the largest leftover A_T^2 G / Sigma_T over the noised modes that a run
+    accepts, G the spectrum measured on the point's HMC data (rgdist.campaign.diagnostics).
+    Beyond it the Gaussian prior would stand in for a data law that is still largely the
+    data's, so the point stops with a ConfigError (exit code 2) before training. It is left
+    out of ``to_dict`` (and the point ids) at its default.
     """
 
     name: str = "carosso"
@@ -542,6 +570,7 @@ class SchemeSpec:
     beta_max: float | None = None
     sigma_min: float | None = None
     sigma_max: float | None = None
+    max_leftover: float | None = MAX_LEFTOVER
 
     RULES: ClassVar[dict] = {
         "T": Real(lo=0, lo_open=True), "t_min": Real(lo=0, lo_open=True), "mu2": Real(lo=0),
@@ -561,6 +590,7 @@ class SchemeSpec:
                                                        f"allowed: name, {', '.join(defaults)}")
                 continue
             object.__setattr__(self, key, rule(defaults[key] if value is None else value, f"scheme.{key}"))
+        Nullable(Real(lo=0, lo_open=True))(self.max_leftover, "scheme.max_leftover")
         if self.t_min >= self.T:
             raise ConfigError("scheme.t_min", f"must be < scheme.T = {self.T}, got {self.t_min}")
         if name == "vp" and self.beta_max < self.beta_min:
@@ -572,7 +602,8 @@ class SchemeSpec:
     def parse(cls, raw, path="scheme"):
         mapping = _mapping(raw, path)
         name = Choice(*SCHEMES)(mapping.get("name", "carosso"), join(path, "name"))
-        _reject_unknown(mapping, ("name", *SCHEME_DEFAULTS[name]), path, _owner_hint(SCHEME_DEFAULTS, "scheme"))
+        _reject_unknown(mapping, ("name", *SCHEME_DEFAULTS[name], "max_leftover"), path,
+                        _owner_hint(SCHEME_DEFAULTS, "scheme"))
         return cls(**mapping)
 
     @property
@@ -581,7 +612,10 @@ class SchemeSpec:
         return {k: getattr(self, k) for k in SCHEME_DEFAULTS[self.name] if k != "t_min"}
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **{k: getattr(self, k) for k in SCHEME_DEFAULTS[self.name]}}
+        out = {"name": self.name, **{k: getattr(self, k) for k in SCHEME_DEFAULTS[self.name]}}
+        if self.max_leftover != MAX_LEFTOVER:  # added later: omitted at its default (same ids)
+            out["max_leftover"] = self.max_leftover
+        return out
 
 
 @dataclass(frozen=True)

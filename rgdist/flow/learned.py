@@ -48,7 +48,7 @@ from rgdist.flow.exact import (
     check_t_grid,
     generator_for,
 )
-from rgdist.sample.solvers import SOLVERS, solve
+from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR, solve
 
 #: scalar observables compared by default
 COMPARE_DEFAULT = ("m_R", "Z", "lambda_R", "chi", "binder", "xi2")
@@ -71,7 +71,7 @@ def accumulate_learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, 
                             batch_size: int = 256, n_bins: int = 32, prior_G=None,
                             zero_mode_pool=None, chunks: Iterable[int] | None = None,
                             n_keep: int = 0, device=None, dtype=torch.float64,
-                            corrector_steps: int = 1, snr: float = 0.16,
+                            corrector_steps: int = 1, snr: float = DEFAULT_SNR,
                             accumulator: FlowAccumulator | None = None):
     """Run the reverse sampler chunk by chunk; return ``(FlowAccumulator, snapshots)``.
 
@@ -81,8 +81,8 @@ def accumulate_learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, 
     scheme = _check_scheme(scheme)
     if not callable(score_fn):
         raise ValueError(f"score_fn must be callable (phi, t) -> score, got {type(score_fn).__name__}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver not in ALL_SOLVERS:
+        raise ValueError(f"solver must be one of {ALL_SOLVERS}, got {solver!r}")
     lattice = scheme.lattice
     t = check_t_grid(t_grid, scheme.T)
     n_samples = _check_pos_int("n_samples", n_samples)
@@ -135,7 +135,7 @@ def learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, *, n_steps:
                  t_min: float | None = None, batch_size: int = 256, n_bins: int = 32,
                  prior_G=None, zero_mode_pool=None, observables=None, L_phys=None,
                  n_keep: int = 0, device=None, dtype=torch.float64, corrector_steps: int = 1,
-                 snr: float = 0.16) -> FlowResult:
+                 snr: float = DEFAULT_SNR) -> FlowResult:
     """Observables of the reverse sampler's ensemble at each t_k (module docstring).
 
     Args:

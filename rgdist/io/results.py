@@ -11,6 +11,16 @@ Layout::
         train/loss, train/steps     training loss history
         hmc/acceptance              per HMC block
         spectrum                    measured G2(p) of the training data
+        leftover/...                A_T^2 G / Sigma_T at the final time for G = spectrum:
+            ratio                   per mode (fftn order; inf on frozen modes)
+            max, mean               over the noised modes; limit (scheme.max_leftover, nan: none)
+            dynamic_range           max/min of the prior spectrum over the noised modes
+            n_frozen                modes the scheme never noises
+        sampler_bias/...            the sampler's G2 bias on Gaussian data of that spectrum with
+                                    the exact score (closed form, rgdist.sample.audit):
+            discretization          per mode, V / V_exact - 1 (solver, grid and step count)
+            max_discretization      max |.| over the noised modes; limit (sample.max_bias)
+            max_total, mean_total   of V / G - 1 (adds the truncation at t_min)
         exact/...                   only with campaign exact.method != off:
             ess_fraction            ESS/n of the importance weights w = exp(-S - log q)
             n_proposals, nfe, vjp, n_nonpositive_det   proposal count and cost per proposal
@@ -69,6 +79,15 @@ def _scalars(est: dict[str, dict]) -> dict:
             for src, vals in est.items()}
 
 
+_DIAGNOSTICS = ("leftover/max", "leftover/mean", "leftover/dynamic_range", "leftover/limit",
+                "sampler_bias/max_discretization", "sampler_bias/max_total", "sampler_bias/limit")
+
+
+def _diagnostics(arrays: dict) -> dict:
+    """The scalar diagnostics of a point (rgdist.campaign.diagnostics) present in ``arrays``."""
+    return {k: float(np.asarray(arrays[k])) for k in _DIAGNOSTICS if k in arrays}
+
+
 def point_attrs(p) -> dict:
     return {"index": int(p.index), "point_id": p.point_id, "shape": [int(n) for n in p.shape],
             "d": len(p.shape), "m2": float(p.m2), "lam": float(p.lam),
@@ -79,7 +98,8 @@ def point_attrs(p) -> dict:
 def write_results(path: Path, campaign, points: list, owned: dict[str, dict], comm) -> dict:
     """Collective. ``owned``: {point_id: arrays} of the points this rank writes.
 
-    Returns on every rank {point_id: {"attrs": ..., "estimates": {source: {name: [v, e]}}}}.
+    Returns on every rank {point_id: {"attrs": ..., "estimates": {source: {name: [v, e]}},
+    "diagnostics": {name: value}}} (diagnostics: leftover/max, ..., see the layout).
     """
     by_id = {p.point_id: p for p in points}
     local, summary = {}, {}
@@ -87,7 +107,7 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
         est = estimates_from_arrays(arrays, by_id[pid].shape)
         for k, v in {**arrays, **_estimate_arrays(est)}.items():
             local[f"points/{pid}/{k}"] = np.asarray(v)
-        summary[pid] = _scalars(est)
+        summary[pid] = {"estimates": _scalars(est), "diagnostics": _diagnostics(arrays)}
     gathered = comm.allgather(summary)
     merged = {}
     for part in gathered:
@@ -111,7 +131,7 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
 
         os.replace(tmp, path)
     comm.barrier()
-    return {pid: {"attrs": point_attrs(by_id[pid]), "estimates": merged[pid]} for pid in merged}
+    return {pid: {"attrs": point_attrs(by_id[pid]), **merged[pid]} for pid in merged}
 
 
 def read_results(path) -> dict:

@@ -273,16 +273,23 @@ def run_guarded(fn: Callable[[], T], comm: Comm | None = None) -> T:
     ``comm.size > 1``, ``MPI_Abort(1)`` so that no other rank hangs in a collective.
 
     ``SystemExit`` passes through untouched (a deliberate exit taken by all ranks, e.g.
-    after a pre-emption checkpoint).  Serially the exception is re-raised.
+    after a pre-emption checkpoint).  A ConfigError (bad input that only the run could
+    detect, e.g. rgdist.campaign.diagnostics) prints one ``error:`` line and aborts with
+    exit code 2 (rgdist.exitcodes.BAD_INPUT).  Serially the exception is re-raised.
     """
     comm = world() if comm is None else comm
     try:
         return fn()
     except SystemExit:
         raise
-    except BaseException:
+    except BaseException as exc:
         if comm.size <= 1:
             raise
+        from rgdist.errors import ConfigError
+
+        if isinstance(exc, ConfigError):  # bad input found mid-run: one line, exit code 2
+            sys.stderr.write(f"error: {exc}\n")
+            comm.abort(2)
         text = traceback.format_exc()
         prefix = f"[rank {comm.rank}/{comm.size}] "
         sys.stderr.write("".join(prefix + line + "\n" for line in text.rstrip("\n").split("\n")))

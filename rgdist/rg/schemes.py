@@ -25,6 +25,9 @@ import torch
 
 from rgdist.lattice import Lattice
 from rgdist.rg import grids
+from rgdist.scheme_defaults import SCHEME_DEFAULTS
+
+_D = SCHEME_DEFAULTS  # the one table of defaults (shared with the campaign schema)
 
 
 def _real(name: str, value, *, low: float | None = None, strict: bool = True,
@@ -319,9 +322,10 @@ class CarossoScheme(Scheme):
     """
 
     name = "carosso"
-    default_t_min = 1e-3
+    default_t_min = _D["carosso"]["t_min"]
 
-    def __init__(self, lattice: Lattice, T: float = 40.0, mu2: float = 0.1):
+    def __init__(self, lattice: Lattice, T: float = _D["carosso"]["T"],
+                 mu2: float = _D["carosso"]["mu2"]):
         super().__init__(lattice, T)
         self.mu2 = _real("mu2", mu2, low=0.0, strict=False, what=" (IR mass squared)")
 
@@ -354,15 +358,18 @@ class PolchinskiScheme(Scheme):
     With mu2 = 0 the zero mode is frozen (K_t(0) = 1): see :meth:`Scheme.sample_prior`.
     Keep T modest: the prior spectrum spans K_T(high)/K_T(low) = exp(-(w_high - w_low) e^(2T)/Lambda0^2)
     and the sampler loses the collapsed modes to rounding once that nears 1e-32 (float64; check
-    ``leftover(G)["dynamic_range"]``). An IR mass mu2 > 0 narrows the range and noises the low
-    modes faster. The defaults (T = 2, Lambda0 = 4) keep the range near 1e-12.
+    ``leftover(G)["dynamic_range"]``). The IR mass mu2 hardly changes that range (it cancels
+    from the ratio) but noises the low modes faster. The defaults (rgdist.scheme_defaults:
+    T = 2, Lambda0 = 4, mu2 = 4) keep the range near 1e12 in d = 2 and the zero mode's
+    leftover near 2e-6 G(0).
     """
 
     name = "polchinski"
-    default_t_min = 1e-3
+    default_t_min = _D["polchinski"]["t_min"]
 
-    def __init__(self, lattice: Lattice, T: float = 2.0, Lambda0: float = 4.0, m02: float = 1.0,
-                 mu2: float = 0.0):
+    def __init__(self, lattice: Lattice, T: float = _D["polchinski"]["T"],
+                 Lambda0: float = _D["polchinski"]["Lambda0"], m02: float = _D["polchinski"]["m02"],
+                 mu2: float = _D["polchinski"]["mu2"]):
         super().__init__(lattice, T)
         self.Lambda0 = _real("Lambda0", Lambda0, low=0.0)
         self.m02 = _real("m02", m02, low=0.0, what=" (reference mass squared)")
@@ -414,6 +421,13 @@ class RenormalizedPolchinskiScheme(PolchinskiScheme):
     """
 
     name = "renormalized_polchinski"
+    default_t_min = _D["renormalized_polchinski"]["t_min"]
+
+    def __init__(self, lattice: Lattice, T: float = _D["renormalized_polchinski"]["T"],
+                 Lambda0: float = _D["renormalized_polchinski"]["Lambda0"],
+                 m02: float = _D["renormalized_polchinski"]["m02"],
+                 mu2: float = _D["renormalized_polchinski"]["mu2"]):
+        super().__init__(lattice, T, Lambda0, m02, mu2)
 
     def _Sigma(self, t, p):
         return self._C(p) * -torch.expm1(2 * self._log_A(t, p))
@@ -430,10 +444,10 @@ class VPScheme(Scheme):
     """
 
     name = "vp"
-    default_t_min = 1e-3
+    default_t_min = _D["vp"]["t_min"]
 
-    def __init__(self, lattice: Lattice, T: float = 1.0, beta_min: float = 0.1,
-                 beta_max: float = 20.0):
+    def __init__(self, lattice: Lattice, T: float = _D["vp"]["T"],
+                 beta_min: float = _D["vp"]["beta_min"], beta_max: float = _D["vp"]["beta_max"]):
         super().__init__(lattice, T)
         self.beta_min = _real("beta_min", beta_min, low=0.0, strict=False)
         self.beta_max = _real("beta_max", beta_max, low=0.0)
@@ -471,10 +485,10 @@ class VEScheme(Scheme):
     """
 
     name = "ve"
-    default_t_min = 1e-5
+    default_t_min = _D["ve"]["t_min"]
 
-    def __init__(self, lattice: Lattice, T: float = 1.0, sigma_min: float = 0.01,
-                 sigma_max: float = 100.0):
+    def __init__(self, lattice: Lattice, T: float = _D["ve"]["T"],
+                 sigma_min: float = _D["ve"]["sigma_min"], sigma_max: float = _D["ve"]["sigma_max"]):
         super().__init__(lattice, T)
         self.sigma_min = _real("sigma_min", sigma_min, low=0.0)
         self.sigma_max = _real("sigma_max", sigma_max, low=0.0)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import torch
 
 from rgdist.rg.schemes import Scheme
-from rgdist.sample.solvers import SOLVERS, ScoreFn, solve
+from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR, ScoreFn, solve
 from rgdist.seeding import torch_generator
 
 
@@ -64,7 +64,7 @@ def sample_ensemble(score_fn: ScoreFn, scheme: Scheme, n_samples: int, *, n_step
                     batch_size: int = 256, seed_streams, prior_G=None, zero_mode_pool=None,
                     record_times=None, chunks: Iterable[int] | None = None, device=None,
                     dtype=torch.float64, denoise: bool = True, corrector_steps: int = 1,
-                    snr: float = 0.16) -> EnsembleResult:
+                    snr: float = DEFAULT_SNR) -> EnsembleResult:
     """Draw ``n_samples`` configurations (or the given ``chunks`` of them).
 
     Per chunk: phi_T = scheme.sample_prior(size, gen, G=prior_G, zero_mode_pool=...), then
@@ -73,8 +73,8 @@ def sample_ensemble(score_fn: ScoreFn, scheme: Scheme, n_samples: int, *, n_step
     spectrum G. ``seed_streams``: callable chunk -> generator (on ``device``), a master seed, or
     (master_seed, *path).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver not in ALL_SOLVERS:
+        raise ValueError(f"solver must be one of {ALL_SOLVERS}, got {solver!r}")
     if not isinstance(scheme, Scheme):
         raise ValueError(f"scheme must be a rgdist.rg.Scheme, got {type(scheme).__name__}")
     total = n_chunks(n_samples, batch_size)

@@ -271,7 +271,7 @@ def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="n_steps"):
         ode_sample_with_logq(score, scheme, 2, n_steps=0, generator=gen(0))
     # a frozen zero mode has no prior density unless the data spectrum is given
-    pol = build_scheme("polchinski", lat)
+    pol = build_scheme("polchinski", lat, mu2=0.0)  # mu2 = 0: frozen zero mode
     with pytest.raises(ValueError, match="prior_G"):
         ode_sample_with_logq(score, pol, 2, n_steps=2, generator=gen(0))
     phi_p, lq = ode_sample_with_logq(GaussianScore(pol, G), pol, 2, n_steps=2, generator=gen(0),
