@@ -260,7 +260,8 @@ class PointJob:
         data = torch.as_tensor(self.arrays["data/configs"])
         G = measured_spectrum(data, self.lattice)
         mdtype = torch.float64 if c.model.dtype == "float64" else torch.float32
-        model = build_model(c.model.name, self.lattice, scheme=scheme, data_spectrum=G,
+        model = build_model(c.model.name, self.lattice, scheme=scheme,
+                            data_spectrum=G if c.model.gaussian_exact else None,
                             gaussian_exact=c.model.gaussian_exact,
                             generator=self.gen("init"), **c.model.params)
         model = model.to(device=self.ctx.device, dtype=mdtype)
@@ -272,7 +273,9 @@ class PointJob:
         scheme, model, data, G = self._build_model()
         cfg = TrainConfig(**self.ctx.campaign.train.as_kwargs(), t_min=self.ctx.campaign.scheme.t_min)
         source = EnsembleData(data.to(self.ctx.device), augment=True)
-        trainer = Trainer(model, scheme, source, cfg, generator=self.gen("train"))
+        # reverse KL: the flow's prior is the one the exact stage samples (prior_G = G)
+        trainer = Trainer(model, scheme, source, cfg, generator=self.gen("train"),
+                          action=self.action, prior_G=G.to(self.ctx.device))
         return trainer, scheme, G
 
     def _diagnostics(self, scheme, G, check: bool = True) -> dict:

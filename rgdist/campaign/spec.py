@@ -33,7 +33,7 @@ from rgdist.scheme_defaults import SCHEME_DEFAULTS as _SCHEME_DEFAULTS
 
 SCHEMA_VERSION = 1
 SCHEMES = ("carosso", "polchinski", "renormalized_polchinski", "vp", "ve")
-MODELS = ("conv", "unet", "effective")
+MODELS = ("conv", "unet", "trace", "effective")
 SOLVERS = ("euler_maruyama", "exponential", "pc", "heun_ode")
 TIME_GRIDS = ("uniform", "log", "snr")
 INTEGRATORS = ("leapfrog", "omelyan")
@@ -46,7 +46,11 @@ DEVICES = ("auto", "cpu", "cuda")
 PARAMETRIZATIONS = tuple(_grid.AXES)
 EXACT_METHODS = ("off", "reweight", "mh", "both")
 LIKELIHOODS = ("discrete", "exact", "hutchinson")
-FLOW_INTEGRATORS = ("heun", "exponential", "implicit")  # = rgdist.exact.INTEGRATORS
+FLOW_INTEGRATORS = ("heun", "rk4", "split", "exponential", "implicit")  # = rgdist.exact.INTEGRATORS
+OBJECTIVES = ("dsm", "reverse_kl", "path")  # = rgdist.train.objectives.OBJECTIVES
+KL_GRIDS = ("uniform", "log", "snr")
+KL_INTEGRATORS = ("split", "rk4", "heun")
+MAX_KL_STEPS = 10_000
 # = rgdist.exact.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
 MAX_EXACT_VOLUME = 256
 MAX_STRUCTURED_VOLUME = 1024  # = rgdist.exact.MAX_STRUCTURED_VOLUME
@@ -61,6 +65,7 @@ SCHEME_DEFAULTS = _SCHEME_DEFAULTS
 MODEL_PARAMS = {
     "conv": {"channels": 16, "blocks": 2},
     "unet": {"channels": 16, "levels": 2},
+    "trace": {"channels": 8, "global_channels": 2, "radius": 1, "filter_rank": 8},
     "effective": {"operators": ("phi2", "grad2", "phi4"), "residual": True,
                   "residual_channels": 16, "residual_blocks": 2},
 }
@@ -252,6 +257,16 @@ class TheorySpec(_Section):
 
 @dataclass(frozen=True)
 class TrainSpec(_Section):
+    """Training. ``objective``: dsm (denoising score matching on HMC data) | reverse_kl
+    (KL(q || p) through the probability-flow ODE with the exact divergence: no data; needs
+    model: trace) | path (reverse KL + ``path_weight`` * DSM, the path-aware objective; needs
+    model: trace). The reverse-KL term draws ``kl_batch`` (default batch_size) prior samples
+    per step and integrates ``kl_steps`` ODE steps on the ``kl_grid`` with ``kl_integrator``
+    (split: linear part exact, channels by RK4; rk4; heun). Use the same grid, steps and
+    integrator in ``exact`` (sample.grid, exact.n_steps, exact.integrator) so the corrected
+    sampler is the one trained.
+    """
+
     KEY: ClassVar[str] = "train"
     steps: int = opt(1000, Int(lo=1))
     batch_size: int = opt(128, Int(lo=1))
@@ -263,10 +278,27 @@ class TrainSpec(_Section):
     weighting: str = opt("sigma", Choice(*WEIGHTINGS))
     t_sampler: str = opt("uniform", Choice(*T_SAMPLERS))
     max_seconds: float | None = opt(None, Nullable(Real(lo=0, lo_open=True)))
+    objective: str = opt("dsm", Choice(*OBJECTIVES))
+    kl_steps: int = opt(16, Int(lo=1, hi=MAX_KL_STEPS))
+    kl_batch: int | None = opt(None, Nullable(Int(lo=1)))
+    kl_grid: str = opt("snr", Choice(*KL_GRIDS))
+    kl_integrator: str = opt("split", Choice(*KL_INTEGRATORS))
+    path_weight: float = opt(1.0, Real(lo=0))
+
+    _LATER = (("objective", "dsm"), ("kl_steps", 16), ("kl_batch", None), ("kl_grid", "snr"),
+              ("kl_integrator", "split"), ("path_weight", 1.0))
 
     def as_kwargs(self) -> dict:
         """Keyword arguments for rgdist.train.TrainConfig (t_min comes from scheme.t_min)."""
-        return self.to_dict()
+        return super().to_dict()
+
+    def to_dict(self) -> dict:
+        # keys added later are omitted at their defaults, so existing point ids stay valid
+        out = super().to_dict()
+        for key, default in self._LATER:
+            if out[key] == default:
+                del out[key]
+        return out
 
     def _check(self):
         if self.warmup >= self.steps:
@@ -393,9 +425,14 @@ class ExactSpec(_Section):
         return self.n_proposals // self.mh_chains - 1
 
     def _check(self):
-        if self.integrator != "heun" and self.likelihood != "discrete":
+        if self.integrator in ("exponential", "implicit") and self.likelihood != "discrete":
             raise ConfigError("exact.integrator", f"{self.integrator!r} needs exact.likelihood: "
                                                   f"discrete, got {self.likelihood!r}")
+        if self.integrator == "split" and self.defensive > 0:
+            raise ConfigError("exact.defensive", "a defensive mixture needs the flow's density at "
+                                                 "Gaussian draws (the inverse flow), which "
+                                                 "exact.integrator: split does not provide: use "
+                                                 "integrator rk4 or heun")
         if self.defensive > 0 and self.likelihood == "discrete" and self.integrator != "implicit":
             raise ConfigError("exact.defensive", f"a defensive mixture evaluates the flow's density "
                                                  f"at Gaussian draws, which needs the explicit "
@@ -635,6 +672,7 @@ class ModelSpec:
     RULES: ClassVar[dict] = {
         "channels": Int(lo=1), "blocks": Int(lo=1), "levels": Int(lo=1), "residual": Bool(),
         "residual_channels": Int(lo=1), "residual_blocks": Int(lo=1),
+        "global_channels": Int(lo=0), "radius": Int(lo=0), "filter_rank": Int(lo=1),
         "operators": ListOf(Choice(*OPERATORS), min_len=1, unique=True),
     }
 
@@ -793,12 +831,24 @@ def _check_cross(c: Campaign) -> None:
                 raise ConfigError("model.levels", f"unet with levels = {c.model.levels} needs every "
                                                   f"lattice extent divisible by {k}; lattice.N[{i}] "
                                                   f"is {'x'.join(map(str, shape))}")
+    if c.train.objective != "dsm" and c.model.name != "trace":
+        raise ConfigError("train.objective", f"{c.train.objective} needs an exact-divergence "
+                                             f"model: model.name: trace (got model.name: "
+                                             f"{c.model.name}); or use train.objective: dsm")
     e = c.exact
+    if e.enabled and e.integrator == "split" and (c.model.name != "trace" or e.likelihood != "exact"):
+        raise ConfigError("exact.integrator", "split needs model.name: trace and exact.likelihood: "
+                                              f"exact (got {c.model.name}, {e.likelihood})")
+    if e.enabled and e.integrator == "rk4" and e.likelihood == "discrete":
+        raise ConfigError("exact.integrator", "rk4 integrates the continuous-time density: use "
+                                              "exact.likelihood: exact or hutchinson")
     # an effective-action model without residual net has a closed-form Jacobian: its exact
-    # divergence is O(V) (any V) and its discrete density a dense determinant (V <= 1024)
+    # divergence is O(V) (any V) and its discrete density a dense determinant (V <= 1024);
+    # an exact-trace model (trace) has an O(V K) exact divergence (any V)
     structured = c.model.name == "effective" and not c.model.residual
+    traced = c.model.name == "trace"
     limit = {"discrete": MAX_STRUCTURED_VOLUME if structured else MAX_EXACT_VOLUME,
-             "exact": None if structured else MAX_EXACT_VOLUME}.get(e.likelihood)
+             "exact": None if structured or traced else MAX_EXACT_VOLUME}.get(e.likelihood)
     if e.enabled and limit is not None:
         for i, shape in enumerate(c.lattice.N):
             volume = 1

@@ -261,7 +261,7 @@ def test_names_checked_against_lists(path, names):
 
 def test_name_lists_match_the_issue():
     assert S.SCHEMES == ("carosso", "polchinski", "renormalized_polchinski", "vp", "ve")
-    assert S.MODELS == ("conv", "unet", "effective")
+    assert S.MODELS == ("conv", "unet", "trace", "effective")
     assert S.SOLVERS == ("euler_maruyama", "exponential", "pc", "heun_ode")
     assert S.TIME_GRIDS == ("uniform", "log", "snr")
     assert S.INTEGRATORS == ("leapfrog", "omelyan")

@@ -131,8 +131,12 @@ def test_integrator_and_defensive_keys():
     assert c.to_dict()["exact"]["integrator"] == "implicit"
     assert Campaign.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert not set(_ids(m)) & set(_ids(on))
-    err = bad(setkey(on, "exact.integrator", "rk4"), "exact.integrator", match="must be one of")
+    err = bad(setkey(on, "exact.integrator", "rk5"), "exact.integrator", match="must be one of")
     assert all(name in str(err) for name in S.FLOW_INTEGRATORS)
+    # rk4 integrates the continuous density; split needs the trace model and likelihood exact
+    bad(setkey(on, "exact.integrator", "rk4"), "exact.integrator", match="continuous-time")
+    bad(setkey(setkey(on, "exact.integrator", "split"), "exact.likelihood", "exact"),
+        "exact.integrator", match="model.name: trace")
     for value in (1.0, -0.1, "half", True):
         bad(setkey(on, "exact.defensive", value), "exact.defensive")
     bad(setkey(setkey(on, "exact.integrator", "implicit"), "exact.likelihood", "hutchinson"),
