@@ -74,12 +74,13 @@ def taus(series: dict[str, np.ndarray]) -> dict:
 
 # --------------------------------------------------------------------------- HMC
 def hmc_cost(n: int, *, traj_length: float, fourier: bool, n_chains: int, n_therm: int,
-             n_traj: int, threads: int, seed: int, keep_every: int = 0, m2: float = M2_CRIT):
+             n_traj: int, threads: int, seed: int, keep_every: int = 0, m2: float = M2_CRIT,
+             lam: float = LAM, fa_mass2: float = 0.1):
     lat = Lattice(n)
-    action = Phi4Action(m2, LAM)
+    action = Phi4Action(m2, lam)
     step = 0.1 if not fourier else 0.25
     n_steps = max(1, round(traj_length / step))
-    kw = dict(fourier_accel=True, fa_mass2=0.1) if fourier else {}
+    kw = dict(fourier_accel=True, fa_mass2=fa_mass2) if fourier else {}
     hmc = HMC(action, lat, n_chains, step_size=traj_length / n_steps, n_steps=n_steps,
               generator=gen(seed), **kw)
     hmc.thermalize(n_therm)

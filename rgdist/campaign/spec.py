@@ -836,9 +836,11 @@ def _check_cross(c: Campaign) -> None:
                                              f"model: model.name: trace (got model.name: "
                                              f"{c.model.name}); or use train.objective: dsm")
     e = c.exact
-    if e.enabled and e.integrator == "split" and (c.model.name != "trace" or e.likelihood != "exact"):
+    if e.enabled and e.integrator == "split" and (c.model.name != "trace"
+                                                  or e.likelihood == "hutchinson"):
         raise ConfigError("exact.integrator", "split needs model.name: trace and exact.likelihood: "
-                                              f"exact (got {c.model.name}, {e.likelihood})")
+                                              f"exact or discrete (got {c.model.name}, "
+                                              f"{e.likelihood})")
     if e.enabled and e.integrator == "rk4" and e.likelihood == "discrete":
         raise ConfigError("exact.integrator", "rk4 integrates the continuous-time density: use "
                                               "exact.likelihood: exact or hutchinson")

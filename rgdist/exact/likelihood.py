@@ -744,9 +744,10 @@ def _check_args(scheme, method, n_probes, probe, generator_needed, generator,
         raise ValueError(f"integrator={integrator!r} has only the exact density of its discrete "
                          f"map: use method='discrete' (got method={method!r}), or "
                          "integrator='heun' or 'rk4' for the continuous-time methods")
-    if integrator == "split" and method != "exact":
-        raise ValueError("integrator='split' (linear part exact, channels by RK4) computes the "
-                         f"exact-trace density: use method='exact', got method={method!r}")
+    if integrator == "split" and method == "hutchinson":
+        raise ValueError("integrator='split' (linear part exact, channels by RK4) has the "
+                         "exact-trace density (method='exact') or the exact density of its "
+                         "discrete map (method='discrete', V <= 256); got method='hutchinson'")
     if integrator == "rk4" and method == "discrete":
         raise ValueError("integrator='rk4' integrates the continuous-time density (method "
                          "'exact' or 'hutchinson'); method='discrete' needs integrator 'heun', "
@@ -916,11 +917,19 @@ def _sample_chunk(flow: _Flow, div: _Divergence, phi, grid, method, integrator="
     n_bad = 0
     if integrator == "split":
         split = _SplitFlow(flow, flow_score(flow))
-        with torch.no_grad():
-            for t, s in zip(grid[:-1], grid[1:]):
+        for t, s in zip(grid[:-1], grid[1:]):
+            if method == "discrete":  # exact density of the map run: its full Jacobian
+                y, J = batched_jacobian(lambda z: split.step(z, t, s)[0], phi,
+                                        max_rows=div.max_rows)
+                sign, logabs = slogdet(J)
+                div.vjp += phi[0].numel()
+                n_bad += int((sign <= 0).sum())
+                phi, delta = y, delta - logabs.to(torch.float64)
+                continue
+            with torch.no_grad():
                 phi, dl = split.step(phi, t, s)
-                delta = delta + dl
-        return phi.detach(), delta.detach(), var, 0
+            delta = delta + dl
+        return phi.detach(), delta.detach(), var, n_bad
     if integrator == "rk4":
         with torch.no_grad():  # (Hutchinson probes enable grad for their own products)
             for t, s in zip(grid[:-1], grid[1:]):

@@ -137,6 +137,8 @@ def test_integrator_and_defensive_keys():
     bad(setkey(on, "exact.integrator", "rk4"), "exact.integrator", match="continuous-time")
     bad(setkey(setkey(on, "exact.integrator", "split"), "exact.likelihood", "exact"),
         "exact.integrator", match="model.name: trace")
+    bad(setkey(setkey(setkey(on, "exact.integrator", "split"), "exact.likelihood", "hutchinson"),
+               "model", {"name": "trace"}), "exact.integrator", match="exact or discrete")
     for value in (1.0, -0.1, "half", True):
         bad(setkey(on, "exact.defensive", value), "exact.defensive")
     bad(setkey(setkey(on, "exact.integrator", "implicit"), "exact.likelihood", "hutchinson"),

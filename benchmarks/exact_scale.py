@@ -1,0 +1,134 @@
+"""Exact learned sampling at scale: the trace model trained by the path objective, corrected
+by reweighting, against the best-tuned Fourier-accelerated HMC in the same run (JSON rows).
+
+Rows (``--rows``, default all): the peer anchors of Gerdes et al. (their action maps to ours
+with the same m2, lam: L = 32, m2 = -4, lam = 4.572; L = 64, lam = 4.398) and criticality
+(lam = 1, m2 = -1.27, N = 16, 32, 64). Per row, on ``--threads`` threads:
+
+1. HMC, Fourier-accelerated, trajectory length pi/2 (the best of the trajectory-length scan of
+   benchmarks/sizes.py --hmc-scan): reference chi, U (jackknife over chains) and core-seconds
+   per effectively independent configuration, core_s * 2 tau_int(M^2) / n_configurations;
+   every ``--keep``-th state is the training data.
+2. Model ``trace`` inside the Gaussian-exact wrapper (measured spectrum), trained by the path
+   objective (reverse KL through the split-integrator flow with the exact divergence + DSM)
+   for ``--train-steps`` steps (train_core_s). Then ``--proposals`` draws of the same flow
+   (``--kl-steps`` split steps on the snr grid; NFE = 4 channel evaluations per step), log q
+   by the exact trace: ESS/n (Kish), Pareto k, reweighted chi and U, their z-scores against
+   HMC, cost per independent configuration = core-s per proposal / (ESS/n) + training
+   amortized over 1e5 configurations, and the ratio to the HMC cost.
+
+    python benchmarks/exact_scale.py > benchmarks/results/exact_scale_run.json
+writes benchmarks/results/exact_scale.json (the rows) as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from rgdist.exact import FlowProposal, WeightedAccumulator, log_weights, pareto_k
+from rgdist.lattice import Lattice, Phi4Action
+from rgdist.models import build_model
+from rgdist.rg import build_scheme
+from rgdist.train import EnsembleData, TrainConfig, Trainer, measured_spectrum
+from rgdist.train.objectives import kish_ess_fraction
+from vs_hmc import AMORTIZE, gen, hmc_cost, log
+
+ROWS = {  # name: (N, m2, lam, train steps, proposals)
+    "critical_N16": (16, -1.27, 1.0, 300, 2048),
+    "critical_N32": (32, -1.27, 1.0, 150, 1024),
+    "gerdes_L32": (32, -4.0, 4.572, 150, 1024),
+    "critical_N64": (64, -1.27, 1.0, 60, 256),
+    "gerdes_L64": (64, -4.0, 4.398, 60, 256),
+}
+
+
+def z(a, b) -> float:
+    return (a[0] - b[0]) / math.hypot(a[1], b[1])
+
+
+def row(name, a) -> dict:
+    N, m2, lam, steps, n_prop = ROWS[name]
+    steps = a.train_steps or steps
+    n_prop = a.proposals or n_prop
+    lat, action = Lattice(N), Phi4Action(m2, lam)
+    log(f"{name}: FA-HMC")
+    h, ref, kept = hmc_cost(N, traj_length=math.pi / 2, fourier=True, n_chains=a.chains,
+                            n_therm=a.therm, n_traj=a.hmc_traj, threads=a.threads, seed=7,
+                            keep_every=a.keep, m2=m2, lam=lam, fa_mass2=0.1)
+    data = torch.cat(kept)
+    G = measured_spectrum(data, lat)
+    scheme = build_scheme("vp", lat)
+    model = build_model("trace", lat, scheme=scheme, data_spectrum=G, gaussian_exact=True,
+                        channels=4, global_channels=2, generator=gen(2))
+    cfg = TrainConfig(steps=steps, batch_size=a.batch, lr=3e-3, warmup=10, ema_decay=0.99,
+                      objective="path", kl_steps=a.kl_steps, kl_grid="snr",
+                      weighting="likelihood", log_every=0)
+    trainer = Trainer(model, scheme, EnsembleData(data), cfg, gen(3), action=action, prior_G=G)
+    log(f"{name}: path-objective training, {steps} steps")
+    t0 = time.perf_counter()
+    status = "ok"
+    try:
+        trainer.fit()
+    except FloatingPointError as exc:  # reported, not hidden
+        status = f"training failed: {exc}"
+    train_core_s = (time.perf_counter() - t0) * a.threads
+    flow = FlowProposal(trainer.ema_model(), scheme, n_steps=a.kl_steps, grid="snr", prior_G=G,
+                        method="exact", integrator="split", batch_size=256)
+    log(f"{name}: {n_prop} proposals")
+    t0 = time.perf_counter()
+    phi, log_q = flow.sample(n_prop, gen(4))
+    prop_core_s = (time.perf_counter() - t0) * a.threads / n_prop
+    lw = log_weights(phi, log_q, action)
+    ess = kish_ess_fraction(lw)
+    rw = WeightedAccumulator(lat, 32).update(phi, lw, torch.arange(n_prop) % 32).estimate()
+    cost = prop_core_s / max(ess, 1e-12) + train_core_s / AMORTIZE
+    out = {"name": name, "N": N, "m2": m2, "lam": lam, "ess_fraction": ess,
+           "pareto_k": pareto_k(lw), "nfe": 4 * a.kl_steps, "z_chi": z(rw["chi"], ref["chi"]),
+           "z_binder": z(rw["binder"], ref["binder"]), "cost_per_indep_s": cost,
+           "best_hmc_cost_per_indep_s": h["cost_chi"], "cost_ratio_vs_best_hmc": cost / h["cost_chi"],
+           "train_core_s": train_core_s, "train_steps": steps, "proposals": n_prop,
+           "core_s_per_proposal": prop_core_s, "device": "cpu (AMD EPYC, 2 cores shared; "
+           f"{a.threads} thread)", "status": status,
+           "hmc": {k: (list(v) if isinstance(v, tuple) else v) for k, v in h.items()},
+           "reweighted": {k: list(rw[k]) for k in ("chi", "binder", "abs_m")}}
+    log(f"{name}: ESS/n {ess:.3g} k {out['pareto_k']:.2f} z_chi {out['z_chi']:+.2f} z_U "
+        f"{out['z_binder']:+.2f} cost {cost:.3g} vs HMC {h['cost_chi']:.3g} "
+        f"(ratio {out['cost_ratio_vs_best_hmc']:.3g}); train {train_core_s:.0f} core-s")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--chains", type=int, default=32)
+    ap.add_argument("--therm", type=int, default=200)
+    ap.add_argument("--hmc-traj", type=int, default=600)
+    ap.add_argument("--keep", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--kl-steps", type=int, default=8)
+    ap.add_argument("--train-steps", type=int, default=0, help="0: the row's default")
+    ap.add_argument("--proposals", type=int, default=0, help="0: the row's default")
+    ap.add_argument("--out", default="benchmarks/results/exact_scale.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    rows = []
+    for name in a.rows:
+        rows.append(row(name, a))
+        Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")  # kept after every row
+    print(json.dumps({"config": vars(a), "torch": torch.__version__, "rows": rows}, indent=1))
+    log(f"{'name':14s} {'ESS/n':>7s} {'k':>5s} {'z_chi':>6s} {'z_U':>6s} {'cost':>9s} "
+        f"{'HMC':>9s} {'ratio':>8s}")
+    for r in rows:
+        log(f"{r['name']:14s} {r['ess_fraction']:7.3g} {r['pareto_k']:5.2f} {r['z_chi']:+6.2f} "
+            f"{r['z_binder']:+6.2f} {r['cost_per_indep_s']:9.3g} "
+            f"{r['best_hmc_cost_per_indep_s']:9.3g} {r['cost_ratio_vs_best_hmc']:8.3g}")
+
+
+if __name__ == "__main__":
+    main()
