@@ -538,6 +538,7 @@ class PointJob:
             proposal = ReplayProposal(phi, log_q, source if e.hmc_trajectories else None)
             hmc_params = {"step_size": float(np.mean(self.arrays["hmc/step_size"])),
                           "n_steps": c.hmc.n_steps, "integrator": c.hmc.integrator,
+                          "jitter": c.hmc.jitter,
                           "fourier_accel": c.hmc.fourier_accel, "fa_mass2": c.hmc.fa_mass2}
             chain = IndependenceMH(proposal, self.action, self.lattice, e.mh_chains,
                                    generator=self.gen("exact", "mh"), hmc_trajectories=e.hmc_trajectories,

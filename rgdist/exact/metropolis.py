@@ -206,10 +206,10 @@ class IndependenceMH:
         if self.hmc_trajectories:
             params = dict(hmc_params or {})
             bad = sorted(set(params) - {"step_size", "n_steps", "integrator", "fourier_accel",
-                                        "fa_mass2"})
+                                        "fa_mass2", "jitter"})
             if bad:
                 raise ValueError(f"unknown hmc_params {bad}; allowed: step_size, n_steps, "
-                                 "integrator, fourier_accel, fa_mass2")
+                                 "integrator, fourier_accel, fa_mass2, jitter")
             self.hmc = HMC(action, lattice, self.n_chains, generator=generator,
                            device=self.phi.device, dtype=self.phi.dtype, phi0=self.phi, **params)
         self.n_proposals = self.n_chains
