@@ -114,9 +114,9 @@ def hmc_reference(lat, action, n_traj, seed=1):
     return ref, measured_spectrum(configs, lat)
 
 
-def hmc_configs(lat, action, n_traj, seed=1):
+def hmc_configs(lat, action, n_traj, seed=1, **hmc_kw):
     """Long HMC (256 chains): estimates (jackknife over chains) and every 50th state."""
-    hmc = HMC(action, lat, 256, step_size=0.1, n_steps=10, generator=gen(seed))
+    hmc = HMC(action, lat, 256, step_size=0.1, n_steps=10, generator=gen(seed), **hmc_kw)
     hmc.thermalize(200)
     acc = ObservableAccumulator(lat, 32)
     keep = []
