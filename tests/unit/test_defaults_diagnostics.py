@@ -27,6 +27,8 @@ from rgdist.sample import solvers as SV
 from rgdist.sample.audit import exact_output_spectrum, gaussian_output_spectrum, sampler_bias
 from rgdist.scheme_defaults import MAX_LEFTOVER, SCHEME_DEFAULTS
 
+from test_solvers import independent_modes  # one of each pair (p, -p)
+
 torch.set_num_threads(1)
 M2 = 0.5
 
@@ -35,15 +37,6 @@ def campaign(scheme=None, sample=None, N=8, m2=M2, lam=0.0, **extra):
     m = {"schema_version": 1, "lattice": {"N": [N]}, "grid": {"m2": [m2], "lam": [lam]},
          "scheme": scheme or {}, "sample": sample or {}, **extra}
     return parse_campaign(m)
-
-
-def independent_modes(lat):
-    """One of each pair (p, -p)."""
-    idx = torch.arange(lat.volume).reshape(lat.shape)
-    neg = idx
-    for ax in range(lat.d):
-        neg = torch.roll(torch.flip(neg, dims=(ax,)), shifts=1, dims=ax)
-    return idx <= neg
 
 
 def zscores(lat, phi, expected):
