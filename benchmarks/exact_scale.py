@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from rgdist.exact import FlowProposal, WeightedAccumulator, log_weights, pareto_k
+from rgdist.correct import FlowProposal, WeightedAccumulator, log_weights, pareto_k
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.models import build_model
 from rgdist.rg import build_scheme

@@ -33,7 +33,7 @@ import warnings
 
 import torch
 
-from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
+from rgdist.correct import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
                           ess_fraction, log_weights, pareto_k)
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.measure import ObservableAccumulator

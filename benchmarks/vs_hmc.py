@@ -42,7 +42,7 @@ import warnings
 import numpy as np
 import torch
 
-from rgdist.exact import FlowProposal, IndependenceMH, ess_fraction
+from rgdist.correct import FlowProposal, IndependenceMH, ess_fraction
 from rgdist.lattice import HMC, Lattice, Phi4Action
 from rgdist.measure import ObservableAccumulator
 from rgdist.measure.stats import tau_int

@@ -336,7 +336,7 @@ def phase_figures(tables: dict, analyses: list[dict], outdir: Path) -> list[Path
 def flow_data(arrays: dict) -> tuple[dict, dict, dict, list[str]]:
     """({kind: FlowResult}, {kind: couplings mapping}, {name: stored deviation}, notes) from a
     point's flow arrays."""
-    from rgdist.flow.exact import FlowResult
+    from rgdist.flow.forward import FlowResult
 
     groups: dict[str, dict] = {}
     for name, arr in arrays.items():

@@ -316,7 +316,7 @@ class PointJob:
 
     # ---- stage 3: sampling and measurement ---------------------------------------------
     def _stage_sample(self) -> None:
-        from rgdist.flow.exact import FlowAccumulator
+        from rgdist.flow.forward import FlowAccumulator
         from rgdist.flow.learned import merged_grid
         from rgdist.sample.solvers import solve
 
@@ -436,7 +436,7 @@ class PointJob:
     def _flow_results(self, scheme, model, G, t_flow, learned_acc, base) -> dict:
         """Exact flow of the HMC ensemble, learned flow, Gaussian closed form, couplings."""
         from rgdist.flow.couplings import gaussian_couplings, learned_couplings
-        from rgdist.flow.exact import accumulate_exact_flow, gaussian_flow
+        from rgdist.flow.forward import accumulate_exact_flow, gaussian_flow
         from rgdist.flow.learned import compare_flows
 
         c = self.ctx.campaign
@@ -476,7 +476,7 @@ class PointJob:
         vector-Jacobian products); MH replays those draws (plus, in the hybrid, HMC and one
         log q per moved state and step), reweighting reuses them.
         """
-        from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
+        from rgdist.correct import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
                                   defensive_mixture, ess_fraction, log_weights, pareto_k)
 
         c = self.ctx.campaign

@@ -46,14 +46,14 @@ DEVICES = ("auto", "cpu", "cuda")
 PARAMETRIZATIONS = tuple(_grid.AXES)
 EXACT_METHODS = ("off", "reweight", "mh", "both")
 LIKELIHOODS = ("discrete", "exact", "hutchinson")
-FLOW_INTEGRATORS = ("heun", "rk4", "split", "exponential", "implicit")  # = rgdist.exact.INTEGRATORS
+FLOW_INTEGRATORS = ("heun", "rk4", "split", "exponential", "implicit")  # = rgdist.correct.INTEGRATORS
 OBJECTIVES = ("dsm", "reverse_kl", "path")  # = rgdist.train.objectives.OBJECTIVES
 KL_GRIDS = ("uniform", "log", "snr")
 KL_INTEGRATORS = ("split", "rk4", "heun")
 MAX_KL_STEPS = 10_000
-# = rgdist.exact.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
+# = rgdist.correct.MAX_EXACT_VOLUME (not imported: validation stays free of torch)
 MAX_EXACT_VOLUME = 256
-MAX_STRUCTURED_VOLUME = 1024  # = rgdist.exact.MAX_STRUCTURED_VOLUME
+MAX_STRUCTURED_VOLUME = 1024  # = rgdist.correct.MAX_STRUCTURED_VOLUME
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
 
 # Per-scheme parameters and their defaults: the table rgdist.scheme_defaults, which the
@@ -379,7 +379,7 @@ class HMCSpec(_Section):
 
 @dataclass(frozen=True)
 class ExactSpec(_Section):
-    """Exact correction of the learned sampler (rgdist.exact), run after sampling.
+    """Exact correction of the learned sampler (rgdist.correct), run after sampling.
 
     method: off | reweight (self-normalized importance weights w = exp(-S - log q)) | mh
     (independence Metropolis-Hastings) | both. Proposals: ``n_proposals`` draws of the

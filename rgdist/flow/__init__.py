@@ -2,7 +2,7 @@
 reverse sampler, their Gaussian closed forms, and the running couplings of the
 effective-action model."""
 from rgdist.flow.couplings import WEIGHTINGS, gaussian_couplings, learned_couplings
-from rgdist.flow.exact import (
+from rgdist.flow.forward import (
     DEFAULT_OBSERVABLES,
     OBSERVABLES,
     FlowAccumulator,

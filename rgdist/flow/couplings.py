@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rgdist.flow.exact import _check_scheme, check_t_grid
+from rgdist.flow.forward import _check_scheme, check_t_grid
 from rgdist.lattice.geometry import Lattice
 
 #: DSM mode weights lambda_t(p) (the names of rgdist.train.dsm.WEIGHTINGS)

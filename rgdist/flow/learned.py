@@ -5,7 +5,7 @@ exact (forward) flow.
 reverse process (:func:`rgdist.sample.solvers.solve`) with ``score_fn``, recording the
 ensemble at each t_k of ``t_grid``. If the score were exact and the solver exact, the
 ensemble at t_k would be distributed as p_{t_k}, the law of the exact flow at t_k; the
-comparison with :func:`rgdist.flow.exact.exact_flow` tests the learned score along the whole
+comparison with :func:`rgdist.flow.forward.exact_flow` tests the learned score along the whole
 flow, not only at t = 0.
 
 Solver grid: ``scheme.time_grid(n_steps, grid, t_min)`` (T -> t_min) with every t_k of
@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from rgdist.flow.exact import (
+from rgdist.flow.forward import (
     FlowAccumulator,
     FlowResult,
     GeneratorArg,
@@ -148,7 +148,7 @@ def learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, *, n_steps:
         generator: torch.Generator (all chunks in order) or callable chunk -> Generator.
         prior_G: data spectrum for the prior (Sigma_T + A_T^2 G) and the solver's reference
             spectrum; zero_mode_pool: magnetizations for frozen zero modes (Polchinski mu2 = 0).
-        observables, L_phys, n_keep: as :func:`rgdist.flow.exact.exact_flow`.
+        observables, L_phys, n_keep: as :func:`rgdist.flow.forward.exact_flow`.
     """
     L_phys = check_L_phys(L_phys, _check_scheme(scheme).lattice)
     names = check_observables(observables, L_phys)

@@ -1,5 +1,5 @@
 """Exact correction of an imperfect sampler: independence Metropolis-Hastings (also with HMC
-interleaved) and importance reweighting (rgdist.exact.metropolis, rgdist.exact.reweight).
+interleaved) and importance reweighting (rgdist.correct.metropolis, rgdist.correct.reweight).
 
 Free theory: a Gaussian proposal of the wrong mass is corrected to the exact chi = 1/m2,
 U = 0, and the measured ESS matches the analytic one. Interacting theory (lam = 1, m2 = -1,
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgdist.exact import (
+from rgdist.correct import (
     FlowProposal,
     GaussianProposal,
     GaussianScore,

@@ -1,4 +1,4 @@
-"""Mixture proposals and the defensive mixture (rgdist.exact.mixture).
+"""Mixture proposals and the defensive mixture (rgdist.correct.mixture).
 
 Free theory (everything Gaussian, exact answers known): a proposal narrower than the target
 has unbounded weights (no finite bound exists, log_weight_bound raises); mixing in a wide
@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from rgdist.exact import (GaussianProposal, MixtureProposal, WeightedAccumulator,
+from rgdist.correct import (GaussianProposal, MixtureProposal, WeightedAccumulator,
                           defensive_mixture, gaussian_log_density, independence_mh,
                           log_weight_bound, log_weights)
 from rgdist.lattice import Lattice, Phi4Action
@@ -122,7 +122,7 @@ def test_mixture_bad_input():
 
 
 def test_pareto_k_recovers_known_tails():
-    from rgdist.exact import pareto_k
+    from rgdist.correct import pareto_k
 
     # w = u^-xi (u uniform) is Pareto with tail shape xi; 10 replicas of n = 16384
     for xi in (0.3, 0.8):

@@ -29,7 +29,7 @@ import math
 import pytest
 import torch
 
-from rgdist.exact import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
+from rgdist.correct import (FlowProposal, IndependenceMH, ReplayProposal, WeightedAccumulator,
                           defensive_mixture, ess_fraction, log_weight_bound, log_weights,
                           pareto_k)
 from rgdist.lattice import Lattice, Phi4Action

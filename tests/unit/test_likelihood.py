@@ -1,4 +1,4 @@
-"""Model log-densities of the probability-flow sampler (rgdist.exact.likelihood).
+"""Model log-densities of the probability-flow sampler (rgdist.correct.likelihood).
 
 Checked against exact results: the Gaussian density against a dense multivariate normal;
 the ODE log-likelihood of the free theory (exact Gaussian score) against the analytic
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from rgdist.exact import (
+from rgdist.correct import (
     GaussianScore,
     batched_jacobian,
     gaussian_log_density,

@@ -1,4 +1,4 @@
-"""Closed-form Jacobians and the exponential / implicit integrators of rgdist.exact.likelihood.
+"""Closed-form Jacobians and the exponential / implicit integrators of rgdist.correct.likelihood.
 
 Every closed-form piece is checked against autograd: the effective-action model's
 circulant + diagonal Jacobian, the exact trace, the step Jacobians of the exponential and the
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgdist.exact import (
+from rgdist.correct import (
     GaussianScore,
     batched_jacobian,
     exponential_step,
@@ -22,7 +22,7 @@ from rgdist.exact import (
     ode_sample_with_logq,
     remainder_jacobian,
 )
-from rgdist.exact.likelihood import (
+from rgdist.correct.likelihood import (
     _Divergence,
     _Flow,
     _implicit_inverse,

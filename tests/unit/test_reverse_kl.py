@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgdist.exact import FlowProposal, WeightedAccumulator, ess_fraction, log_weights, pareto_k
+from rgdist.correct import FlowProposal, WeightedAccumulator, ess_fraction, log_weights, pareto_k
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.models import build_model
 from rgdist.rg import build_scheme

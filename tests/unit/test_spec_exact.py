@@ -97,7 +97,7 @@ def test_jacobian_likelihoods_need_small_volume(likelihood):
 
 
 def test_volume_limit_matches_the_library():
-    from rgdist.exact import MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME, METHODS
+    from rgdist.correct import MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME, METHODS
 
     assert S.MAX_EXACT_VOLUME == MAX_EXACT_VOLUME and S.LIKELIHOODS == METHODS
     assert S.MAX_STRUCTURED_VOLUME == MAX_STRUCTURED_VOLUME
@@ -149,6 +149,6 @@ def test_integrator_and_defensive_keys():
 
 
 def test_integrators_match_the_library():
-    from rgdist.exact import INTEGRATORS
+    from rgdist.correct import INTEGRATORS
 
     assert S.FLOW_INTEGRATORS == INTEGRATORS

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from rgdist.exact.likelihood import (
+from rgdist.correct.likelihood import (
     batched_jacobian,
     gaussian_log_density,
     ode_log_likelihood,

@@ -2,7 +2,7 @@
 sampler, independence Metropolis-Hastings (optionally interleaved with HMC), importance
 reweighting against the phi^4 action, defensive mixtures with bounded weights and the Pareto
 tail diagnostic of the weights. Library code: torch + numpy only."""
-from rgdist.exact.likelihood import (
+from rgdist.correct.likelihood import (
     INTEGRATORS,
     MAX_EXACT_VOLUME,
     MAX_STRUCTURED_VOLUME,
@@ -21,7 +21,7 @@ from rgdist.exact.likelihood import (
     prior_spectrum,
     remainder_jacobian,
 )
-from rgdist.exact.metropolis import (
+from rgdist.correct.metropolis import (
     FlowProposal,
     GaussianProposal,
     IndependenceMH,
@@ -29,8 +29,8 @@ from rgdist.exact.metropolis import (
     ReplayProposal,
     independence_mh,
 )
-from rgdist.exact.mixture import MixtureProposal, defensive_mixture, log_weight_bound
-from rgdist.exact.reweight import (
+from rgdist.correct.mixture import MixtureProposal, defensive_mixture, log_weight_bound
+from rgdist.correct.reweight import (
     WeightedAccumulator,
     ess_fraction,
     log_weights,

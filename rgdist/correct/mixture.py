@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from rgdist.exact.metropolis import GaussianProposal
+from rgdist.correct.metropolis import GaussianProposal
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
 from rgdist.lattice.hmc import _unit_interval
