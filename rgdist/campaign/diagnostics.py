@@ -7,7 +7,7 @@ Three numbers per grid point, from the data spectrum G (G2 units):
   spectrum Sigma_T + A_T^2 G; a mode with a large leftover is still mostly data at T, and
   its non-Gaussian law (the broken phase's double peak) is replaced by a Gaussian that the
   reverse process has no reason to repair. Limit ``scheme.max_leftover`` (default 0.1, see
-  rgdist.scheme_defaults.MAX_LEFTOVER).
+  rgdist.catalog.MAX_LEFTOVER).
 * **dynamic range** of the prior spectrum over the noised modes: the score of the most
   collapsed mode is computed from position-space fields whose rounding is eps times the
   largest mode, a relative error eps sqrt(range). Beyond 1/eps^2 of ``model.dtype``

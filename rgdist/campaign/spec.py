@@ -28,8 +28,8 @@ import yaml
 from rgdist.campaign import grid as _grid
 from rgdist.campaign.grid import GridPoint, check_int, check_real, got, join
 from rgdist.errors import ConfigError
-from rgdist.scheme_defaults import MAX_LEFTOVER
-from rgdist.scheme_defaults import SCHEME_DEFAULTS as _SCHEME_DEFAULTS
+from rgdist.catalog import MAX_LEFTOVER
+from rgdist.catalog import SCHEME_DEFAULTS as _SCHEME_DEFAULTS
 
 SCHEMA_VERSION = 1
 SCHEMES = ("carosso", "polchinski", "renormalized_polchinski", "vp", "ve")
@@ -56,7 +56,7 @@ MAX_EXACT_VOLUME = 256
 MAX_STRUCTURED_VOLUME = 1024  # = rgdist.correct.MAX_STRUCTURED_VOLUME
 MAX_GRID_POINTS = 1_000_000  # hard ceiling for grid.max_points itself
 
-# Per-scheme parameters and their defaults: the table rgdist.scheme_defaults, which the
+# Per-scheme parameters and their defaults: the table rgdist.catalog, which the
 # rgdist.rg scheme classes read too (constructor defaults, default_t_min), so the two cannot
 # drift apart. t_min is the smallest time of training and sampling, the others are the
 # scheme's keyword arguments.
@@ -587,9 +587,9 @@ class SchemeSpec:
 
     carosso: T, mu2; polchinski / renormalized_polchinski: T, Lambda0, m02, mu2;
     vp: T, beta_min, beta_max; ve: T, sigma_min, sigma_max; every scheme: t_min (the
-    smallest time used in training and sampling). Defaults: rgdist.scheme_defaults.
+    smallest time used in training and sampling). Defaults: rgdist.catalog.
 
-    ``max_leftover`` (every scheme; default rgdist.scheme_defaults.MAX_LEFTOVER = 0.1, null:
+    ``max_leftover`` (every scheme; default rgdist.catalog.MAX_LEFTOVER = 0.1, null:
     report only): the largest leftover A_T^2 G / Sigma_T over the noised modes that a run
     accepts, G the spectrum measured on the point's HMC data (rgdist.campaign.diagnostics).
     Beyond it the Gaussian prior would stand in for a data law that is still largely the

@@ -25,7 +25,7 @@ import torch
 
 from rgdist.lattice import Lattice
 from rgdist.rg import grids
-from rgdist.scheme_defaults import SCHEME_DEFAULTS
+from rgdist.catalog import SCHEME_DEFAULTS
 
 _D = SCHEME_DEFAULTS  # the one table of defaults (shared with the campaign schema)
 
@@ -359,7 +359,7 @@ class PolchinskiScheme(Scheme):
     Keep T modest: the prior spectrum spans K_T(high)/K_T(low) = exp(-(w_high - w_low) e^(2T)/Lambda0^2)
     and the sampler loses the collapsed modes to rounding once that nears 1e-32 (float64; check
     ``leftover(G)["dynamic_range"]``). The IR mass mu2 hardly changes that range (it cancels
-    from the ratio) but noises the low modes faster. The defaults (rgdist.scheme_defaults:
+    from the ratio) but noises the low modes faster. The defaults (rgdist.catalog:
     T = 2, Lambda0 = 4, mu2 = 4) keep the range near 1e12 in d = 2 and the zero mode's
     leftover near 2e-6 G(0).
     """

@@ -25,7 +25,7 @@ from rgdist.rg import SCHEMES, build_scheme
 from rgdist.sample import sample_ensemble, solve
 from rgdist.sample import solvers as SV
 from rgdist.sample.audit import exact_output_spectrum, gaussian_output_spectrum, sampler_bias
-from rgdist.scheme_defaults import MAX_LEFTOVER, SCHEME_DEFAULTS
+from rgdist.catalog import MAX_LEFTOVER, SCHEME_DEFAULTS
 
 from test_solvers import independent_modes  # one of each pair (p, -p)
 

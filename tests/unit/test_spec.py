@@ -143,7 +143,7 @@ def test_section_constructors_validate_too():
 
 def test_params_for_builders():
     c = parse_campaign({**base(), "scheme": {"name": "polchinski", "T": 2.5, "t_min": 0.01}})
-    assert c.scheme.params == {"T": 2.5, "Lambda0": 4.0, "m02": 1.0, "mu2": 4.0}  # rgdist.scheme_defaults
+    assert c.scheme.params == {"T": 2.5, "Lambda0": 4.0, "m02": 1.0, "mu2": 4.0}  # rgdist.catalog
     assert c.scheme.t_min == 0.01 and c.scheme.T == 2.5
     assert c.model.params == {"channels": 16, "blocks": 2} and c.model.channels == 16
     with pytest.raises(AttributeError):
