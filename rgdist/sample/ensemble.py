@@ -59,6 +59,23 @@ def _streams(seed_streams, device) -> Callable[[int], torch.Generator]:
                      f"seed (int) or a tuple (master_seed, *path), got {seed_streams!r}")
 
 
+def draw_chunk(score_fn: ScoreFn, scheme: Scheme, size: int, generator: torch.Generator,
+               times: torch.Tensor, *, solver: str, prior_G=None, zero_mode_pool=None,
+               record_times=None, denoise: bool = True, dtype=torch.float64, device=None,
+               corrector_steps: int = 1, snr: float = DEFAULT_SNR):
+    """One chunk of the reverse process: ``size`` prior draws at T from ``generator``, then
+    the solver on the decreasing grid ``times`` with the same generator for its noise.
+    Returns ``(phi_0, records)`` as :func:`rgdist.sample.solvers.solve`. ``prior_G`` is the
+    prior's data spectrum and the solver's reference spectrum G. Every chunked driver (this
+    module's :func:`sample_ensemble`, the learned RG flow, the campaign's sampling stage)
+    draws its chunks through this one function."""
+    phi_T = scheme.sample_prior(size, generator, G=prior_G, dtype=dtype, device=device,
+                                zero_mode_pool=zero_mode_pool)
+    return solve(score_fn, scheme, phi_T, times, solver=solver, generator=generator,
+                 record_times=record_times, denoise=denoise, corrector_steps=corrector_steps,
+                 snr=snr, G=prior_G)
+
+
 def sample_ensemble(score_fn: ScoreFn, scheme: Scheme, n_samples: int, *, n_steps: int,
                     solver: str = "exponential", grid: str = "uniform", t_min: float | None = None,
                     batch_size: int = 256, seed_streams, prior_G=None, zero_mode_pool=None,
@@ -96,13 +113,11 @@ def sample_ensemble(score_fn: ScoreFn, scheme: Scheme, n_samples: int, *, n_step
     samples, records, nfe = [], {}, 0
     for c in chunk_ids:
         size = min(batch_size, n_samples - c * batch_size)
-        gen = streams(c)
-        phi_T = scheme.sample_prior(size, gen, G=prior_G, dtype=dtype, device=device,
-                                    zero_mode_pool=zero_mode_pool)
         calls[0] = 0
-        phi, rec = solve(counted, scheme, phi_T, times, solver=solver, generator=gen,
-                         record_times=record_times, denoise=denoise,
-                         corrector_steps=corrector_steps, snr=snr, G=prior_G)
+        phi, rec = draw_chunk(counted, scheme, size, streams(c), times, solver=solver,
+                              prior_G=prior_G, zero_mode_pool=zero_mode_pool,
+                              record_times=record_times, denoise=denoise, dtype=dtype,
+                              device=device, corrector_steps=corrector_steps, snr=snr)
         nfe = calls[0]
         samples.append(phi)
         for t, x in rec.items():

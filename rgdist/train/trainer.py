@@ -338,9 +338,11 @@ class Trainer:
         """End :meth:`fit` after the current step (e.g. on a pre-emption signal)."""
         self._stop = True
 
-    def fit(self, until: int | None = None) -> str:
+    def fit(self, until: int | None = None, *, check_time: bool = True) -> str:
         """Train until ``step == until`` (default config.steps), the time budget or a stop.
 
+        ``check_time=False`` leaves the time budget to the caller (a campaign stage agrees on
+        it over its ranks after each step, so every rank stops at the same step).
         Returns the reason: "done", "time" or "stopped"."""
         cfg = self.config
         until = cfg.steps if until is None else until
@@ -356,7 +358,7 @@ class Trainer:
             if self._stop:
                 reason = "stopped"
                 break
-            if self.out_of_time():
+            if check_time and self.out_of_time():
                 reason = "time"
                 break
             loss = self.train_step()

@@ -346,13 +346,15 @@ def test_campaign_builds_its_hmc_with_the_spec_jitter(jitter, monkeypatch):
             super().__init__(*args, **kw)
             built.append(self)
 
-    monkeypatch.setattr(P, "HMC", Recording)
+    import rgdist.lattice.hmc
+
+    monkeypatch.setattr(rgdist.lattice.hmc, "HMC", Recording)
     saved = []
     ctx = P.PointContext(campaign=c, point=c.points()[0], comm=Comm.serial(),
                          store=types.SimpleNamespace(save=lambda *a: saved.append(a)),
                          device=torch.device("cpu"), preempt=types.SimpleNamespace(requested=False))
     job = P.PointJob(ctx)
-    job._stage_hmc()
+    job._run_stage()
     assert job.stage == "train" and saved
     want = DEFAULT_JITTER if jitter is None else jitter
     assert len(built) == 2 and all(b.jitter == want for b in built)
