@@ -101,9 +101,11 @@ class ProgressReporter:
                            bar_format="{l_bar}{bar}| {n:.2f}/{total} points [{elapsed}<{remaining}]")
             except ImportError:
                 self.mode = "log"
-        last_log = 0.0
+        last_log, shown = 0.0, 0.0
         while not self._stop.wait(1.0):
             frac, done = self.fraction()
+            # a NaN rollback of training can take a point's step back: the display never does
+            frac = shown = max(shown, frac)
             if bar is not None:
                 bar.n = frac
                 bar.set_postfix_str(f"done {done}/{n}")
