@@ -3,6 +3,6 @@
 Importing this package imports neither mpi4py nor torch; both load on first use.
 """
 from rgdist.parallel.comm import Comm, mpi_info, run_guarded, world
-from rgdist.parallel.device import choose_device, configure_threads, env_setting
+from rgdist.parallel.device import choose_device, configure_threads
 
-__all__ = ["Comm", "world", "mpi_info", "run_guarded", "choose_device", "configure_threads", "env_setting"]
+__all__ = ["Comm", "world", "mpi_info", "run_guarded", "choose_device", "configure_threads"]

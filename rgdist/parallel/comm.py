@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from rgdist.parallel.device import env_setting
+from rgdist import settings
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ T = TypeVar("T")
 @lru_cache(maxsize=1)
 def _mpi_module():
     """``mpi4py.MPI`` or None (mpi4py missing or disabled by ``RGDIST_NO_MPI``)."""
-    if env_setting("NO_MPI") not in (None, "", "0"):
+    if settings.no_mpi():
         return None
     try:
         from mpi4py import MPI
@@ -252,7 +252,7 @@ def mpi_info() -> dict:
     """What MPI this process runs on (for ``check-env``): versions, vendor, world size."""
     MPI = _mpi_module()
     if MPI is None:
-        disabled = env_setting("NO_MPI") not in (None, "", "0")
+        disabled = settings.no_mpi()
         return {"available": False, "reason": "disabled by RGDIST_NO_MPI" if disabled else "mpi4py not installed"}
     import mpi4py
 

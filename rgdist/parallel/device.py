@@ -1,35 +1,23 @@
-"""Which device and how many CPU threads a rank uses; the package's environment variables.
+"""Which device and how many CPU threads a rank uses.
 
 ``choose_device``: ``cuda:(local_rank % n_gpus)`` when CUDA exists and the policy allows,
 otherwise the CPU.  ``configure_threads``: ``max(1, cores // ranks_on_node)`` torch
 threads, cores being this process's CPU affinity set, so that threads x ranks <= cores.
 
-torch is imported inside the functions, so :mod:`rgdist.parallel.comm` can read settings
-from here without paying for a torch import.
+torch is imported inside the functions. The environment overrides (``RGDIST_DEVICE``,
+``RGDIST_NUM_THREADS``) are read by :mod:`rgdist.settings`.
 """
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
 
+from rgdist import settings
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: Environment variables the package reads (all through :func:`env_setting`).
-ENV_VARS = {
-    "NO_MPI": "1 disables mpi4py: every process runs serially (rank 0, size 1)",
-    "DEVICE": "device policy override: auto | cpu | cuda",
-    "NUM_THREADS": "torch threads per rank, overriding cores // ranks_on_node",
-}
-
-DEVICE_POLICIES = ("auto", "cpu", "cuda")
-
-
-def env_setting(name: str) -> str | None:
-    """The value of ``RGDIST_<name>`` (None when unset); ``name`` must be in ``ENV_VARS``."""
-    if name not in ENV_VARS:
-        raise ValueError(f"name: unknown setting {name!r}; allowed: {sorted(ENV_VARS)}")
-    return os.environ.get(f"RGDIST_{name}")
+DEVICE_POLICIES = settings.DEVICE_POLICIES
 
 
 def choose_device(local_rank: int, policy: str = "auto") -> "torch.device":
@@ -41,7 +29,7 @@ def choose_device(local_rank: int, policy: str = "auto") -> "torch.device":
     """
     import torch
 
-    policy = env_setting("DEVICE") or policy
+    policy = settings.device_policy() or policy
     if policy not in DEVICE_POLICIES:
         raise ValueError(f"policy: must be one of {DEVICE_POLICIES}, got {policy!r}")
     if int(local_rank) < 0:
@@ -74,15 +62,6 @@ def configure_threads(ranks_on_node: int) -> int:
 
     if int(ranks_on_node) < 1:
         raise ValueError(f"ranks_on_node: must be >= 1, got {ranks_on_node}")
-    override = env_setting("NUM_THREADS")
-    if override:
-        try:
-            n = int(override)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"RGDIST_NUM_THREADS: must be a positive integer, got {override!r}")
-    else:
-        n = max(1, available_cores() // int(ranks_on_node))
+    n = settings.num_threads() or max(1, available_cores() // int(ranks_on_node))
     torch.set_num_threads(n)
     return n
