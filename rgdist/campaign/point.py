@@ -1,27 +1,16 @@
-"""One grid point's pipeline: HMC data -> train -> sample -> measure, resumable per step.
+"""One grid point's pipeline: the run/resume/checkpoint/pre-emption loop over its stages.
 
-The work of a point is split into *units* that own their random streams, so the result does
-not depend on how many ranks share the point:
-
-* HMC: ``n_blocks`` blocks of ``chains_per_block`` chains; block ``b`` draws from the stream
-  ``(seed, point, "hmc", b)``. The blocks of a point are dealt round-robin over the ranks of
-  the point's communicator and advance in lockstep, one trajectory per step.
-* training: every rank of the point trains the same model from the same stream (redundant,
-  so no reduction can change the numbers); the point's root writes the trainer state.
-* sampling: chunks of ``sample.batch_size`` configurations; chunk ``c`` draws from
-  ``(seed, point, "sample", c)``; chunks are dealt round-robin and each keeps its own
-  accumulator. Accumulators are combined in chunk order after an allgather, so the merge is
-  the same floating-point sum whatever the rank count.
-* exact correction (only with ``exact.method != off``): on the point's root rank alone (the
-  other ranks wait at the stage's closing checkpoint), ``exact.n_proposals`` draws of the
-  probability-flow sampler with their log-density, chunk ``c`` from ``(seed, point,
-  "exact", "proposal", c)``; then self-normalized reweighting and/or independence MH
-  replaying the same proposals (accept/reject and hybrid HMC from ``(..., "exact", "mh")``).
-  The stage keeps no intermediate state: a resume restarts it from its beginning, which
-  gives the same numbers since it is deterministic.
+The stages (``rgdist.campaign.stages``) are HMC data -> training -> sampling with flows ->
+(optional) correction. Each owns its work units and their random streams, so a point's
+results do not depend on how many ranks share it (see each stage's module). This driver
+builds the current stage from its config section (``rgdist.campaign.build``), restores it
+from the current checkpoint, steps it to its end, and hands its results to the next stage.
 
 A checkpoint is taken every ``checkpoint.every_steps`` steps or ``every_seconds`` seconds
-(whichever first; the decision is agreed over the point's ranks) and at every stage change.
+(whichever first; the decision is agreed over the point's ranks) and at every stage change;
+a pre-emption signal agreed on over the ranks saves one and raises :class:`Preempted`. A
+checkpoint holds this rank's unit arrays (``rank<r>/...``, re-dealt on resume, so any rank
+count resumes any checkpoint) and, from the point's root, the hand-over of the stages done.
 """
 from __future__ import annotations
 
@@ -38,7 +27,9 @@ from rgdist.lattice import Lattice, Phi4Action
 from rgdist.seeding import torch_generator
 from rgdist.train.data import measured_spectrum
 
-STAGES = ("hmc", "train", "sample", "exact", "done")
+STAGES = ("hmc", "train", "sample", "correct", "done")
+#: stage names of layout-1 checkpoints
+_LAYOUT1_STAGES = {"exact": "correct"}
 _RANK_PREFIX = re.compile(r"^rank\d+/")
 
 
@@ -139,7 +130,7 @@ class PointJob:
         # per-rank arrays are keyed by work unit, so any rank count can take them over
         arrays = {(k.split("/", 1)[1] if _RANK_PREFIX.match(k) else k): v for k, v in raw.items()}
         self._tag = int(tag)
-        self.stage = str(attrs["stage"])
+        self.stage = _LAYOUT1_STAGES.get(str(attrs["stage"]), str(attrs["stage"]))
         self.step = int(attrs["step"])
         self.arrays = arrays
         self._log(f"resumed from checkpoint {tag} at stage {self.stage}, step {self.step}")
@@ -170,14 +161,14 @@ class PointJob:
             if not stage.done:
                 self.checkpoint(stage.state)
         keep = stage.results()
-        if name == "sample" and self.ctx.campaign.exact.enabled:
+        if name == "sample" and self.ctx.campaign.correct.enabled:
             # the correction rebuilds the model from the data and the trainer state
             keep.update({k: v for k, v in self.arrays.items()
                          if k.startswith("trainer/") or k in ("data/configs", "hmc/step_size")})
         elif name == "train":
             keep = {**self.arrays, **keep}
         nxt = STAGES[STAGES.index(name) + 1]
-        if nxt == "exact" and not self.ctx.campaign.exact.enabled:
+        if nxt == "correct" and not self.ctx.campaign.correct.enabled:
             nxt = "done"
         self.stage, self.step, self.arrays = nxt, 0, keep
         self._report(progress=0.0)
@@ -212,7 +203,7 @@ class PointJob:
                                t_min=c.scheme.t_min, weighting=c.train.weighting,
                                diagnostics=self._diagnostics(scheme, G),
                                nonfinite=lambda ci: nonfinite_message(c, scheme, G, c.sample.solver, ci))
-        e = c.exact
+        e = c.correct
         hmc_params = build.hybrid_hmc_params(c.hmc, self.arrays["hmc/step_size"]) if e.hmc_trajectories else None
         return CorrectStage(e, env, model=model, scheme=scheme, G=G, carry=self.arrays,
                             grid=c.sample.grid, t_min=c.scheme.t_min, n_bins=c.measure.n_bins,

@@ -33,7 +33,7 @@ try:
 except ImportError as exc:  # pragma: no cover - h5py is an optional dependency
     raise ImportError("rgdist.io.h5 needs h5py (pip install 'rgdist[mpi]')") from exc
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: "exact" groups renamed (rgdist.io.layout); layout 1 still read
 LAYOUT_ATTR = "rgdist_layout"
 DRIVERS = ("auto", "mpio", "serial")
 MODES = ("r", "r+", "w", "w-", "x", "a")

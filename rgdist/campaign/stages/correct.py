@@ -5,7 +5,7 @@ On the point's root rank alone (the other ranks wait at the stage's closing chec
 ``c`` from the stream ``("exact", "proposal", c)`` (probes: ``("exact", "probe")``); then
 self-normalized reweighting and/or independence MH replaying the same proposals
 (accept/reject and hybrid HMC from ``("exact", "mh")``). The stream labels keep the stage's
-layout-1 name so results stay bit for bit those of earlier versions. The stage keeps no
+layout-1 name "exact" so results stay bit for bit those of earlier versions. The stage keeps no
 intermediate state: a resume restarts it from its beginning, which gives the same numbers
 since it is deterministic. Cost: n_proposals sampler draws (each 2 n_steps score
 evaluations plus the likelihood's vector-Jacobian products); MH replays those draws (plus,
@@ -22,11 +22,11 @@ from rgdist.campaign.stages.base import Stage, StageEnv
 #: observables stored (as [value, err]) for the reweighted and the MH ensembles
 CORRECT_OBSERVABLES = ("abs_m", "m2", "chi", "binder", "xi2")
 #: group of the correction's results in a point of the results file
-GROUP = "exact"
+GROUP = "correct"
 
 
 class CorrectStage(Stage):
-    name = "exact"
+    name = "correct"
     UNITS = "correct/"
 
     def __init__(self, correct, env: StageEnv, *, model, scheme, G, carry: dict, grid: str,

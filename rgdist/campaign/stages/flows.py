@@ -17,7 +17,7 @@ def _unwrap(model):
 
 def flow_results(env, scheme, model, G, t_flow, learned_acc, carry, *, n_bins: int,
                  weighting: str) -> dict:
-    """{name: array} under flow/: forward, learned and gaussian flows (FlowResult arrays),
+    """{name: array} under flow/ (layout 2): forward, learned and gaussian flows (FlowResult arrays),
     deviation/<observable> and couplings/<gaussian|learned>/<operator>.
 
     The forward flow is network-free and cheap: every rank computes all of it in the same
@@ -32,10 +32,10 @@ def flow_results(env, scheme, model, G, t_flow, learned_acc, carry, *, n_bins: i
     fwd_acc, snaps = accumulate_forward_flow(data, scheme, t_flow, n_bins=n_bins, bins=bins,
                                            generator=lambda k: env.streams("flow_exact", k),
                                            batch_size=1024, n_keep=4)
-    forward = fwd_acc.result(kind="exact", snapshots=snaps)
+    forward = fwd_acc.result(kind="forward", snapshots=snaps)
     learned = learned_acc.result(kind="learned")
     gauss = gaussian_flow(lattice, scheme, G.cpu(), t_flow)
-    out = {**{f"flow/exact/{k}": v for k, v in forward.to_arrays().items()},
+    out = {**{f"flow/forward/{k}": v for k, v in forward.to_arrays().items()},
            **{f"flow/learned/{k}": v for k, v in learned.to_arrays().items()},
            **{f"flow/gaussian/{k}": v for k, v in gauss.to_arrays().items()}}
     for name, dev in compare_flows(forward, learned).items():
