@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from rgdist.catalog import MODEL_PARAMS
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.layers import (
     OutputGain,
@@ -29,11 +30,14 @@ from rgdist.models.layers import (
     lift_input,
 )
 
+_P = MODEL_PARAMS["conv"]  # defaults shared with the campaign schema (rgdist.catalog)
+
 
 class ConvScore(ScoreModel):
     """Periodic residual CNN score s_theta(phi, t); works on any N (d in 1..3)."""
 
-    def __init__(self, lattice: Lattice, *, channels: int = 16, blocks: int = 2,
+    def __init__(self, lattice: Lattice, *, channels: int = _P["channels"],
+                 blocks: int = _P["blocks"],
                  kernel: int = 3, hidden: int = 32, n_freq: int = 4, t_max: float = 1.0,
                  dtype="float64", init_seed: int = 0,
                  generator: torch.Generator | None = None, channels_last: bool = False):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import torch
 
+from rgdist.catalog import MODEL_PARAMS, OPERATORS
 from rgdist.lattice.action import laplacian
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.layers import (
@@ -45,7 +46,7 @@ from rgdist.models.layers import (
     init_generator,
 )
 
-OPERATORS = ("phi2", "grad2", "phi4", "phi6")
+_P = MODEL_PARAMS["effective"]  # defaults shared with the campaign schema (rgdist.catalog)
 
 
 def operator_values(phi: torch.Tensor, d: int) -> dict[str, torch.Tensor]:
@@ -86,7 +87,7 @@ def check_operators(operators) -> tuple[str, ...]:
 class EffectiveActionScore(ScoreModel):
     """s = -grad sum_i c_i(t) O_i(phi) + s~(phi, t) (s~ optional)."""
 
-    def __init__(self, lattice: Lattice, *, operators=OPERATORS, hidden: int = 32,
+    def __init__(self, lattice: Lattice, *, operators=_P["operators"], hidden: int = 32,
                  n_freq: int = 4, t_max: float = 1.0, residual: ScoreModel | None = None,
                  dtype="float64", init_seed: int = 0,
                  generator: torch.Generator | None = None):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgdist.catalog import DTYPES as _DTYPE_NAMES
 from rgdist.lattice.geometry import Lattice
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -252,7 +253,8 @@ def lift_input(phi: torch.Tensor, d: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- model base
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: model dtypes by name (the names of rgdist.catalog.DTYPES, shared with the campaign schema)
+DTYPES = {name: getattr(torch, name) for name in _DTYPE_NAMES}
 
 
 def check_dtype(dtype) -> torch.dtype:

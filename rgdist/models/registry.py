@@ -20,15 +20,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from rgdist.catalog import MODEL_PARAMS
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.convnet import ConvScore
 from rgdist.models.effective import EffectiveActionScore, GaussianExactScore
 from rgdist.models.tracenet import TraceScore
 from rgdist.models.unet import UNetScore
 
-MODELS = {"conv": ConvScore, "unet": UNetScore, "effective": EffectiveActionScore,
-          "trace": TraceScore}
+MODELS = {"conv": ConvScore, "unet": UNetScore, "trace": TraceScore,
+          "effective": EffectiveActionScore}  # the names of rgdist.catalog.MODELS, in order
+# build_model's own parameters of the effective model (its ConvScore remainder), with their
+# defaults in rgdist.catalog.MODEL_PARAMS["effective"]
 _EFFECTIVE_EXTRA = ("residual_channels", "residual_blocks")
+_EFFECTIVE = MODEL_PARAMS["effective"]
 
 
 def allowed_params(name: str) -> list[str]:
@@ -59,9 +63,9 @@ def build_model(name: str, lattice: Lattice, *, scheme=None, data_spectrum=None,
     if name == "trace":
         params["scheme"] = scheme
     if name == "effective":
-        residual = params.pop("residual", False)
-        r_ch = params.pop("residual_channels", 16)
-        r_bl = params.pop("residual_blocks", 2)
+        residual = params.pop("residual", _EFFECTIVE["residual"])
+        r_ch = params.pop("residual_channels", _EFFECTIVE["residual_channels"])
+        r_bl = params.pop("residual_blocks", _EFFECTIVE["residual_blocks"])
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be True or False for model 'effective', got "
                              f"{residual!r}")

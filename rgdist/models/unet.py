@@ -28,6 +28,7 @@ import itertools
 
 import torch
 
+from rgdist.catalog import MODEL_PARAMS
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.layers import (
     OutputGain,
@@ -41,6 +42,8 @@ from rgdist.models.layers import (
     init_generator,
     lift_input,
 )
+
+_P = MODEL_PARAMS["unet"]  # defaults shared with the campaign schema (rgdist.catalog)
 
 
 def _offsets(d: int, step: int) -> list[tuple[int, ...]]:
@@ -64,7 +67,8 @@ def upsample(h: torch.Tensor, d: int, step: int) -> torch.Tensor:
 class UNetScore(ScoreModel):
     """Multiscale periodic U-Net score for large lattices (N >= 32 is the intended use)."""
 
-    def __init__(self, lattice: Lattice, *, channels: int = 16, levels: int = 2,
+    def __init__(self, lattice: Lattice, *, channels: int = _P["channels"],
+                 levels: int = _P["levels"],
                  kernel: int = 3, hidden: int = 32, n_freq: int = 4, t_max: float = 1.0,
                  dtype="float64", init_seed: int = 0,
                  generator: torch.Generator | None = None, channels_last: bool = False):

@@ -17,7 +17,9 @@ from typing import Callable
 
 import torch
 
-GRID_KINDS = ("uniform", "log", "snr")
+from rgdist.catalog import TIME_GRIDS
+
+GRID_KINDS = TIME_GRIDS  # the names of rgdist.catalog (shared with the campaign schema)
 
 
 def check_n_steps(n_steps) -> int:

@@ -25,7 +25,7 @@ import torch
 
 from rgdist.lattice import Lattice
 from rgdist.rg import grids
-from rgdist.catalog import SCHEME_DEFAULTS
+from rgdist.catalog import SCHEME_DEFAULTS, check_scheme_params
 
 _D = SCHEME_DEFAULTS  # the one table of defaults (shared with the campaign schema)
 
@@ -44,6 +44,14 @@ def _real(name: str, value, *, low: float | None = None, strict: bool = True,
     return value
 
 
+def _param(name: str, value) -> float:
+    """A scheme parameter: a finite float within its bound (rgdist.catalog.SCHEME_BOUNDS, the
+    rule that the campaign schema applies too)."""
+    value = _real(name, value)
+    check_scheme_params("", {name: value})
+    return value
+
+
 class Scheme(abc.ABC):
     """A linear, momentum-diagonal noising SDE on ``lattice`` over times [0, T].
 
@@ -59,7 +67,7 @@ class Scheme(abc.ABC):
         if not isinstance(lattice, Lattice):
             raise ValueError(f"lattice must be a rgdist.lattice.Lattice, got {type(lattice).__name__}")
         self.lattice = lattice
-        self.T = _real("T", T, low=0.0)
+        self.T = _param("T", T)
         self._phat2_cache: dict = {}
 
     # ---- closed forms supplied by subclasses -------------------------------------------
@@ -327,7 +335,7 @@ class CarossoScheme(Scheme):
     def __init__(self, lattice: Lattice, T: float = _D["carosso"]["T"],
                  mu2: float = _D["carosso"]["mu2"]):
         super().__init__(lattice, T)
-        self.mu2 = _real("mu2", mu2, low=0.0, strict=False, what=" (IR mass squared)")
+        self.mu2 = _param("mu2", mu2)
 
     def params(self) -> dict:
         return {"T": self.T, "mu2": self.mu2}
@@ -371,9 +379,9 @@ class PolchinskiScheme(Scheme):
                  Lambda0: float = _D["polchinski"]["Lambda0"], m02: float = _D["polchinski"]["m02"],
                  mu2: float = _D["polchinski"]["mu2"]):
         super().__init__(lattice, T)
-        self.Lambda0 = _real("Lambda0", Lambda0, low=0.0)
-        self.m02 = _real("m02", m02, low=0.0, what=" (reference mass squared)")
-        self.mu2 = _real("mu2", mu2, low=0.0, strict=False, what=" (IR mass squared)")
+        self.Lambda0 = _param("Lambda0", Lambda0)
+        self.m02 = _param("m02", m02)
+        self.mu2 = _param("mu2", mu2)
 
     def params(self) -> dict:
         return {"T": self.T, "Lambda0": self.Lambda0, "m02": self.m02, "mu2": self.mu2}
@@ -449,10 +457,9 @@ class VPScheme(Scheme):
     def __init__(self, lattice: Lattice, T: float = _D["vp"]["T"],
                  beta_min: float = _D["vp"]["beta_min"], beta_max: float = _D["vp"]["beta_max"]):
         super().__init__(lattice, T)
-        self.beta_min = _real("beta_min", beta_min, low=0.0, strict=False)
-        self.beta_max = _real("beta_max", beta_max, low=0.0)
-        if self.beta_max < self.beta_min:
-            raise ValueError(f"beta_max must be >= beta_min={self.beta_min}, got {self.beta_max}")
+        self.beta_min = _param("beta_min", beta_min)
+        self.beta_max = _param("beta_max", beta_max)
+        check_scheme_params(self.name, self.params())
 
     def params(self) -> dict:
         return {"T": self.T, "beta_min": self.beta_min, "beta_max": self.beta_max}
@@ -490,10 +497,9 @@ class VEScheme(Scheme):
     def __init__(self, lattice: Lattice, T: float = _D["ve"]["T"],
                  sigma_min: float = _D["ve"]["sigma_min"], sigma_max: float = _D["ve"]["sigma_max"]):
         super().__init__(lattice, T)
-        self.sigma_min = _real("sigma_min", sigma_min, low=0.0)
-        self.sigma_max = _real("sigma_max", sigma_max, low=0.0)
-        if self.sigma_max <= self.sigma_min:
-            raise ValueError(f"sigma_max must be > sigma_min={self.sigma_min}, got {self.sigma_max}")
+        self.sigma_min = _param("sigma_min", sigma_min)
+        self.sigma_max = _param("sigma_max", sigma_max)
+        check_scheme_params(self.name, self.params())
 
     def params(self) -> dict:
         return {"T": self.T, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}

@@ -28,8 +28,7 @@ from typing import Callable
 
 import torch
 
-WEIGHTINGS = ("sigma", "likelihood", "none")
-T_SAMPLERS = ("uniform", "log", "log_is")
+from rgdist.catalog import T_SAMPLERS, WEIGHTINGS  # names shared with the campaign schema
 
 
 def check_weighting(weighting: str) -> str:

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 
+from rgdist.catalog import KL_GRIDS, KL_INTEGRATORS, LR_SCHEDULES, MAX_KL_STEPS, TRAIN_DEFAULTS
 from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
@@ -48,10 +49,6 @@ from rgdist.train.objectives import (
     reverse_kl_loss,
 )
 
-LR_SCHEDULES = ("constant", "cosine")
-KL_GRIDS = ("uniform", "log", "snr")
-KL_INTEGRATORS = ("split", "rk4", "heun")
-MAX_KL_STEPS = 10_000
 AMP_MODES = ("off", "bf16")
 NAN_POLICIES = ("rollback", "raise")
 
@@ -69,32 +66,35 @@ def _float(name, v, lo, hi=math.inf, lo_open=False):
         raise ValueError(f"{name} must be a finite number in {rng}, got {v!r}")
 
 
+_T = TRAIN_DEFAULTS  # defaults shared with the campaign's train section (rgdist.catalog)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"
-    warmup: int = 0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    weighting: str = "sigma"
-    t_sampler: str = "uniform"
+    steps: int = _T["steps"]
+    batch_size: int = _T["batch_size"]
+    lr: float = _T["lr"]
+    lr_schedule: str = _T["lr_schedule"]
+    warmup: int = _T["warmup"]
+    ema_decay: float = _T["ema_decay"]
+    grad_clip: float = _T["grad_clip"]
+    weighting: str = _T["weighting"]
+    t_sampler: str = _T["t_sampler"]
     t_min: float | None = None
-    max_seconds: float | None = None
+    max_seconds: float | None = _T["max_seconds"]
     amp: str = "off"
     tf32: bool = False
     checkpoint_every: int = 0
     log_every: int = 100
     nan_policy: str = "rollback"
     max_rollbacks: int = 8
-    objective: str = "dsm"
-    kl_steps: int = 16
-    kl_batch: int | None = None
-    kl_grid: str = "snr"
-    kl_integrator: str = "split"
+    objective: str = _T["objective"]
+    kl_steps: int = _T["kl_steps"]
+    kl_batch: int | None = _T["kl_batch"]
+    kl_grid: str = _T["kl_grid"]
+    kl_integrator: str = _T["kl_integrator"]
     kl_checkpoint: bool = True
-    path_weight: float = 1.0
+    path_weight: float = _T["path_weight"]
 
     def __post_init__(self):
         _int("steps", self.steps, 0)

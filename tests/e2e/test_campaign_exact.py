@@ -1,4 +1,4 @@
-"""The exact correction stage of a campaign (``exact: {method: both}``): results.h5 holds
+"""The exact correction stage of a campaign (``correct: {method: both}``): results.h5 holds
 points/<id>/exact/... (MH acceptance, ESS/n of the importance weights, corrected
 observables), and a run killed inside the stage resumes to a bitwise identical file."""
 from __future__ import annotations
@@ -25,7 +25,7 @@ train: {steps: 12, batch_size: 16, warmup: 2}
 sample: {n_samples: 32, batch_size: 8, n_steps: 8}
 measure: {n_bins: 8}
 hmc: {n_chains: 8, chains_per_block: 2, therm: 6, n_traj: 16, thin: 2}
-exact: {method: both, n_proposals: 64, batch_size: 32, n_steps: 6, mh_chains: 4}
+correct: {method: both, n_proposals: 64, batch_size: 32, n_steps: 6, mh_chains: 4}
 checkpoint: {every_steps: 3, every_seconds: null, keep: 2}
 resources: {threads: 1}
 output: {dir: run}
@@ -96,7 +96,7 @@ DEFENSIVE = CAMPAIGN.replace("name: tinyexact", "name: tinydefensive").replace(
 
 
 def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
-    """exact.defensive: half the proposals come from the measured Gaussian; the results record
+    """correct.defensive: half the proposals come from the measured Gaussian; the results record
     the fraction and the count drawn from it, and a kill in the stage resumes bitwise."""
     camp = tmp_path / "defensive.yaml"
     camp.write_text(DEFENSIVE)
@@ -125,7 +125,7 @@ def test_closed_form_jacobian_model_runs_beyond_the_generic_volume(tmp_path):
         "mh_chains: 4}", "mh_chains: 4, integrator: exponential}").replace(
         "lattice: {N: [8], d: 2}", "lattice: {N: [20], d: 2}").replace(
         "model: {name: conv, channels: 4, blocks: 1, gaussian_exact: true}",
-        "model: {name: effective, residual: false, gaussian_exact: true}")
+        "model: {name: effective, operators: [phi2, grad2, phi4], residual: false, gaussian_exact: true}")
     camp = tmp_path / "structured.yaml"
     camp.write_text(text)
     out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp_path)

@@ -25,7 +25,7 @@ train: {objective: OBJECTIVE, steps: 10, batch_size: 8, warmup: 2, kl_steps: 4, 
 sample: {n_samples: 16, batch_size: 8, n_steps: 6, grid: snr}
 measure: {n_bins: 4}
 hmc: {n_chains: 4, chains_per_block: 2, therm: 4, n_traj: 8, thin: 2}
-exact: {method: reweight, likelihood: exact, integrator: split, n_proposals: 32, batch_size: 16, n_steps: 4}
+correct: {method: reweight, likelihood: trace, integrator: split, n_proposals: 32, batch_size: 16, n_steps: 4}
 checkpoint: {every_steps: 3, every_seconds: null, keep: 2}
 resources: {threads: 1}
 output: {dir: run}
@@ -82,7 +82,7 @@ def test_kill_during_reverse_kl_training_resumes_bitwise(reference, tmp_path):
     ("reverse_kl", {"kl_steps: 4": "kl_steps: 20000"}, "train.kl_steps"),
     ("path", {"kl_grid: snr": "kl_grid: cosine"}, "train.kl_grid"),
     ("reverse_kl", {"warmup: 2": "warmup: 2, path_weight: -1"}, "train.path_weight"),
-    ("reverse_kl", {"likelihood: exact": "likelihood: hutchinson"}, "exact.integrator"),
+    ("reverse_kl", {"likelihood: trace": "likelihood: hutchinson"}, "correct.integrator"),
     ("newton", {}, "train.objective"),
 ])
 def test_bad_objective_settings_exit_2(tmp_path, objective, replace, key):

@@ -139,6 +139,8 @@ BAD = [
     ("bad-dtype", put("model.dtype", "float16"), "model.dtype"),
     ("bad-operator", put("model", {"name": "effective", "operators": ["phi2", "phi3"]}), "model.operators[1]"),
     ("bad-parametrization", put("theory.parametrization", "lattice"), "theory.parametrization"),
+    ("bad-correct-pairing", put("correct", {"method": "mh", "likelihood": "hutchinson",
+                                            "integrator": "implicit"}), "correct.integrator"),
     # schema
     ("schema-2", put("schema_version", 2), "schema_version"),
     ("schema-missing", drop("schema_version"), "schema_version"),
@@ -165,6 +167,11 @@ RAW = [
     ("yaml-two-docs", text(lambda t: t + "\n---\nseed: 1\n"), "", "malformed YAML"),
     ("yaml-python-tag", text(lambda t: "!!python/object/apply:os.system ['touch pwned']\n"), "", "malformed YAML"),
     ("yaml-not-utf8", text(lambda t: t.encode() + b"\n# \xff\xfe\n"), "", "UTF-8"),
+    # former (layout-1) spellings of the correction section: refused, the new one named
+    ("section-renamed-exact", text(lambda t: t + "\nexact: {method: reweight}\n"), "exact",
+     "now called correct"),
+    ("likelihood-renamed-exact", text(lambda t: t + "\ncorrect: {method: reweight, likelihood: exact}\n"),
+     "correct.likelihood", "now spelled 'trace'"),
 ]
 
 VALID = [
@@ -176,6 +183,7 @@ VALID = [
     ("polchinski", chain(put("scheme", {"name": "polchinski"}), put("measure.record_times", [0.0, 1.0, 2.0]))),
     ("exponent-string", put("train.lr", "3e-4")),
     ("results-subdir", put("output.results", "out/results.h5")),
+    ("correct-trace", put("correct", {"method": "reweight", "likelihood": "trace", "integrator": "rk4"})),
 ]
 
 assert len(BAD) + len(RAW) >= 40
@@ -260,7 +268,7 @@ def test_missing_file_in_process(tmp_path, capsys, monkeypatch):
 
 
 SUBPROCESS = ["unknown-hmc", "float-for-int", "huge-linspace", "results-dotdot", "bad-solver",
-              "free-negative-m2", "yaml-unclosed", "yaml-python-tag"]
+              "free-negative-m2", "yaml-unclosed", "yaml-python-tag", "section-renamed-exact"]
 
 
 def test_subprocess_cli(tmp_path):

@@ -149,7 +149,8 @@ def test_params_for_builders():
     with pytest.raises(AttributeError):
         c.model.levels
     e = parse_campaign({**base(), "model": {"name": "effective"}}).model
-    assert e.params == {"operators": ["phi2", "grad2", "phi4"], "residual": True,
+    # the library's defaults (rgdist.catalog.MODEL_PARAMS): all four operators, no residual net
+    assert e.params == {"operators": ["phi2", "grad2", "phi4", "phi6"], "residual": False,
                         "residual_channels": 16, "residual_blocks": 2}
     assert c.train.as_kwargs()["lr"] == 2e-3 and "t_min" not in c.train.as_kwargs()
     assert c.hmc.n_configs == 64 * 40
@@ -219,7 +220,8 @@ def test_bad_values_name_their_path(path, value):
 
 
 @pytest.mark.parametrize("section", ["lattice", "theory", "grid", "scheme", "model", "train", "sample",
-                                     "measure", "hmc", "checkpoint", "output", "resources"])
+                                     "measure", "hmc", "correct", "checkpoint", "output",
+                                     "resources"])
 def test_sections_must_be_mappings(section):
     bad(setkey(base(), section, [1, 2]), section, match="mapping")
 

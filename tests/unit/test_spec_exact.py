@@ -1,5 +1,7 @@
-"""The optional ``exact:`` campaign section (rgdist.campaign.spec.ExactSpec)."""
+"""The optional ``correct:`` campaign section (rgdist.campaign.spec.CorrectSpec: the
+Metropolis/reweighting correction; layout 1 called it ``exact:``)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -19,15 +21,18 @@ def _ids(m):
 
 def test_defaults_and_absent_section():
     c = parse_campaign(base())
-    assert c.exact == S.ExactSpec() and c.exact.to_dict() == DEFAULTS and not c.exact.enabled
-    assert "exact" not in c.to_dict() and "exact" not in c.context()
-    assert "exact" in S.TOP_KEYS and S._SECTIONS["exact"] is S.ExactSpec
+    assert c.correct == S.CorrectSpec() and c.correct.to_dict() == DEFAULTS and not c.correct.enabled
+    assert "correct" not in c.to_dict() and "exact" not in c.context()
+    assert "correct" in S.TOP_KEYS and S._SECTIONS["correct"] is S.CorrectSpec
+    assert "exact" not in S.TOP_KEYS and c.exact is c.correct  # read-only former name
+    with pytest.raises(AttributeError):
+        c.exact = S.CorrectSpec()
 
 
 def test_off_section_keeps_point_ids_and_resolved_config():
     ref = parse_campaign(setkey(base(), "grid.m2", [0.5, 1.0]))
-    for section in ({}, None, {"method": "off"}, {"method": "off", "n_steps": 7, "likelihood": "exact"}):
-        c = parse_campaign({**setkey(base(), "grid.m2", [0.5, 1.0]), "exact": section})
+    for section in ({}, None, {"method": "off"}, {"method": "off", "n_steps": 7, "likelihood": "trace"}):
+        c = parse_campaign({**setkey(base(), "grid.m2", [0.5, 1.0]), "correct": section})
         assert [p.point_id for p in c.points()] == [p.point_id for p in ref.points()]
         assert c.to_dict() == ref.to_dict()
 
@@ -35,37 +40,39 @@ def test_off_section_keeps_point_ids_and_resolved_config():
 def test_enabled_section_changes_ids_and_round_trips():
     ref = _ids(base())
     for value in ("reweight", "mh", "both"):
-        m = setkey(base(), "exact.method", value)
+        m = setkey(base(), "correct.method", value)
         assert not set(_ids(m)) & set(ref), value
         c = parse_campaign(m)
         d = c.to_dict()
-        assert d["exact"] == {**DEFAULTS, "method": value} and c.context()["exact"] == d["exact"]
+        # the ids hash the section under its layout-1 key "exact"; to_dict says "correct"
+        assert d["correct"] == {**DEFAULTS, "method": value} and c.context()["exact"] == d["correct"]
+        assert "exact" not in d and "correct" not in c.context()
         back = Campaign.from_dict(json.loads(json.dumps(d)))
         assert back == c and back.points() == c.points()
-    on = setkey(base(), "exact.method", "both")
-    assert _ids(setkey(on, "exact.n_steps", 21)) != _ids(on)
-    assert "exact      method=both" in parse_campaign(on).summary()
-    assert "exact      method=off" in parse_campaign(base()).summary()
+    on = setkey(base(), "correct.method", "both")
+    assert _ids(setkey(on, "correct.n_steps", 21)) != _ids(on)
+    assert "correct    method=both" in parse_campaign(on).summary()
+    assert "correct    method=off" in parse_campaign(base()).summary()
 
 
 def test_yaml_section():
     c = parse_yaml("schema_version: 1\nlattice: {N: [8]}\ngrid: {m2: [0.5], lam: [0.0]}\n"
-                   "exact: {method: mh, likelihood: hutchinson, n_probes: 2, mh_chains: 4, n_proposals: 12}\n")
-    assert (c.exact.method, c.exact.likelihood, c.exact.n_probes, c.exact.mh_steps) == ("mh", "hutchinson", 2, 2)
+                   "correct: {method: mh, likelihood: hutchinson, n_probes: 2, mh_chains: 4, n_proposals: 12}\n")
+    assert (c.correct.method, c.correct.likelihood, c.correct.n_probes, c.correct.mh_steps) == ("mh", "hutchinson", 2, 2)
 
 
 def test_unknown_keys():
-    err = bad(setkey(base(), "exact.n_chains", 4), "exact.n_chains", match="allowed: method")
+    err = bad(setkey(base(), "correct.n_chains", 4), "correct.n_chains", match="allowed: method")
     assert "mh_chains" in str(err)
-    bad(setkey(base(), "exact.methd", "mh"), "exact.methd", match="did you mean method")
-    bad({**base(), "exact": [1]}, "exact", match="must be a mapping")
+    bad(setkey(base(), "correct.methd", "mh"), "correct.methd", match="did you mean method")
+    bad({**base(), "correct": [1]}, "correct", match="must be a mapping")
 
 
 @pytest.mark.parametrize("key,value", [("method", "metropolis"), ("method", True), ("method", None),
                                        ("likelihood", "hutch"), ("likelihood", 1)])
 def test_bad_names(key, value):
-    err = bad(setkey(base(), f"exact.{key}", value), f"exact.{key}", match="must be one of")
-    allowed = S.EXACT_METHODS if key == "method" else S.LIKELIHOODS
+    err = bad(setkey(base(), f"correct.{key}", value), f"correct.{key}", match="must be one of")
+    allowed = S.CORRECT_METHODS if key == "method" else S.LIKELIHOODS
     assert all(a in str(err) for a in allowed)
 
 
@@ -73,82 +80,123 @@ def test_bad_names(key, value):
                                        ("mh_chains", 0), ("hmc_trajectories", -1), ("n_probes", 0),
                                        ("n_steps", 2.0), ("n_proposals", True), ("mh_chains", "4")])
 def test_bad_ranges_and_types(key, value):
-    bad(setkey(base(), f"exact.{key}", value), f"exact.{key}")
+    bad(setkey(base(), f"correct.{key}", value), f"correct.{key}")
 
 
 def test_mh_needs_two_steps():
-    m = setkey(setkey(base(), "exact.method", "both"), "exact.mh_chains", 8)
-    bad(setkey(m, "exact.n_proposals", 23), "exact.n_proposals", match=">= 3 * exact.mh_chains = 24")
-    assert parse_campaign(setkey(m, "exact.n_proposals", 24)).exact.mh_steps == 2
+    m = setkey(setkey(base(), "correct.method", "both"), "correct.mh_chains", 8)
+    bad(setkey(m, "correct.n_proposals", 23), "correct.n_proposals", match=">= 3 * correct.mh_chains = 24")
+    assert parse_campaign(setkey(m, "correct.n_proposals", 24)).correct.mh_steps == 2
     # reweighting alone has no chains
-    parse_campaign(setkey(setkey(m, "exact.method", "reweight"), "exact.n_proposals", 2))
+    parse_campaign(setkey(setkey(m, "correct.method", "reweight"), "correct.n_proposals", 2))
 
 
-@pytest.mark.parametrize("likelihood", ["discrete", "exact"])
+@pytest.mark.parametrize("likelihood", ["discrete", "trace"])
 def test_jacobian_likelihoods_need_small_volume(likelihood):
-    m = setkey(setkey(base(), "exact.method", "reweight"), "exact.likelihood", likelihood)
-    assert parse_campaign(setkey(m, "lattice.N", [16])).exact.likelihood == likelihood  # V = 256
-    err = bad(setkey(m, "lattice.N", [8, 20]), "exact.likelihood", match="use likelihood: hutchinson")
+    m = setkey(setkey(base(), "correct.method", "reweight"), "correct.likelihood", likelihood)
+    assert parse_campaign(setkey(m, "lattice.N", [16])).correct.likelihood == likelihood  # V = 256
+    err = bad(setkey(m, "lattice.N", [8, 20]), "correct.likelihood", match="use likelihood: hutchinson")
     assert "lattice.N[1] is 20x20" in str(err) and "V = 400" in str(err)
-    bad(setkey(m, "lattice.N", [[16, 17]]), "exact.likelihood", match="V = 272")
+    bad(setkey(m, "lattice.N", [[16, 17]]), "correct.likelihood", match="V = 272")
     # Hutchinson has no volume limit, and a disabled section is not checked
-    parse_campaign(setkey(setkey(m, "exact.likelihood", "hutchinson"), "lattice.N", [20]))
-    parse_campaign(setkey(setkey(m, "exact.method", "off"), "lattice.N", [20]))
+    parse_campaign(setkey(setkey(m, "correct.likelihood", "hutchinson"), "lattice.N", [20]))
+    parse_campaign(setkey(setkey(m, "correct.method", "off"), "lattice.N", [20]))
 
 
 def test_volume_limit_matches_the_library():
-    from rgdist.correct import MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME, METHODS
+    from rgdist.density import DENSITY_METHODS as METHODS, MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME
 
     assert S.MAX_EXACT_VOLUME == MAX_EXACT_VOLUME and S.LIKELIHOODS == METHODS
     assert S.MAX_STRUCTURED_VOLUME == MAX_STRUCTURED_VOLUME
 
 
 def test_closed_form_jacobian_model_allows_larger_volumes():
-    m = setkey(setkey(base(), "exact.method", "reweight"), "model", {"name": "effective",
+    m = setkey(setkey(base(), "correct.method", "reweight"), "model", {"name": "effective",
                                                                     "residual": False})
-    assert parse_campaign(setkey(m, "lattice.N", [32])).exact.likelihood == "discrete"  # V = 1024
-    err = bad(setkey(m, "lattice.N", [33]), "exact.likelihood", match="V <= 1024")
+    assert parse_campaign(setkey(m, "lattice.N", [32])).correct.likelihood == "discrete"  # V = 1024
+    err = bad(setkey(m, "lattice.N", [33]), "correct.likelihood", match="V <= 1024")
     assert "V = 1089" in str(err) and "determinant" in str(err)
     # the continuous exact divergence is O(V) for such a model: any volume
-    parse_campaign(setkey(setkey(m, "exact.likelihood", "exact"), "lattice.N", [64]))
+    parse_campaign(setkey(setkey(m, "correct.likelihood", "trace"), "lattice.N", [64]))
     # with the residual net the generic limits apply, and the error names the way out
-    err = bad(setkey(setkey(m, "model.residual", True), "lattice.N", [32]), "exact.likelihood",
+    err = bad(setkey(setkey(m, "model.residual", True), "lattice.N", [32]), "correct.likelihood",
               match="V <= 256")
     assert "residual: false" in str(err)
 
 
 def test_integrator_and_defensive_keys():
-    on = setkey(base(), "exact.method", "both")
+    on = setkey(base(), "correct.method", "both")
     ref = parse_campaign(on)
-    assert (ref.exact.integrator, ref.exact.defensive) == ("heun", 0.0)
+    assert (ref.correct.integrator, ref.correct.defensive) == ("heun", 0.0)
     # at their defaults the keys are left out of the resolved config: point ids stay as before
-    assert "integrator" not in ref.to_dict()["exact"] and "defensive" not in ref.to_dict()["exact"]
-    same = parse_campaign(setkey(setkey(on, "exact.integrator", "heun"), "exact.defensive", 0.0))
+    assert "integrator" not in ref.to_dict()["correct"] and "defensive" not in ref.to_dict()["correct"]
+    same = parse_campaign(setkey(setkey(on, "correct.integrator", "heun"), "correct.defensive", 0.0))
     assert _ids(same.to_dict()) == _ids(on)
-    m = setkey(setkey(on, "exact.integrator", "implicit"), "exact.defensive", 0.25)
+    m = setkey(setkey(on, "correct.integrator", "implicit"), "correct.defensive", 0.25)
     c = parse_campaign(m)
-    assert (c.exact.integrator, c.exact.defensive) == ("implicit", 0.25)
-    assert c.to_dict()["exact"]["integrator"] == "implicit"
+    assert (c.correct.integrator, c.correct.defensive) == ("implicit", 0.25)
+    assert c.to_dict()["correct"]["integrator"] == "implicit"
     assert Campaign.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert not set(_ids(m)) & set(_ids(on))
-    err = bad(setkey(on, "exact.integrator", "rk5"), "exact.integrator", match="must be one of")
+    err = bad(setkey(on, "correct.integrator", "rk5"), "correct.integrator", match="must be one of")
     assert all(name in str(err) for name in S.FLOW_INTEGRATORS)
-    # rk4 integrates the continuous density; split needs the trace model and likelihood exact
-    bad(setkey(on, "exact.integrator", "rk4"), "exact.integrator", match="continuous-time")
-    bad(setkey(setkey(on, "exact.integrator", "split"), "exact.likelihood", "exact"),
-        "exact.integrator", match="model.name: trace")
-    bad(setkey(setkey(setkey(on, "exact.integrator", "split"), "exact.likelihood", "hutchinson"),
-               "model", {"name": "trace"}), "exact.integrator", match="exact or discrete")
+    # rk4 integrates the continuous density; split needs the trace model and likelihood trace
+    # or discrete (the pairing rules are the library's: rgdist.catalog.check_density)
+    bad(setkey(on, "correct.integrator", "rk4"), "correct.integrator", match="continuous-time")
+    bad(setkey(setkey(on, "correct.integrator", "split"), "correct.likelihood", "trace"),
+        "correct.integrator", match="model.name: trace")
+    bad(setkey(setkey(setkey(on, "correct.integrator", "split"), "correct.likelihood", "hutchinson"),
+               "model", {"name": "trace"}), "correct.integrator", match="not 'hutchinson'")
     for value in (1.0, -0.1, "half", True):
-        bad(setkey(on, "exact.defensive", value), "exact.defensive")
-    bad(setkey(setkey(on, "exact.integrator", "implicit"), "exact.likelihood", "hutchinson"),
-        "exact.integrator", match="needs exact.likelihood: discrete")
-    bad(setkey(on, "exact.defensive", 0.5), "exact.defensive", match="integrator: implicit")
+        bad(setkey(on, "correct.defensive", value), "correct.defensive")
+    bad(setkey(setkey(on, "correct.integrator", "implicit"), "correct.likelihood", "hutchinson"),
+        "correct.integrator", match="needs density method 'discrete'")
+    bad(setkey(on, "correct.defensive", 0.5), "correct.defensive", match="integrator: implicit")
     # the continuous densities integrate forward: no inverse needed
-    parse_campaign(setkey(setkey(on, "exact.defensive", 0.5), "exact.likelihood", "hutchinson"))
+    parse_campaign(setkey(setkey(on, "correct.defensive", 0.5), "correct.likelihood", "hutchinson"))
 
 
 def test_integrators_match_the_library():
-    from rgdist.correct import INTEGRATORS
+    from rgdist.density import INTEGRATORS
 
     assert S.FLOW_INTEGRATORS == INTEGRATORS
+
+
+# --- the layout-1 spellings -----------------------------------------------------------------------
+def test_former_section_name_is_bad_input():
+    err = bad({**base(), "exact": {"method": "both"}}, "exact", match="now called correct")
+    assert "rename exact: to correct:" in str(err)
+    err = yaml_err("schema_version: 1\nlattice: {N: [8]}\ngrid: {m2: [0.5], lam: [0.0]}\n"
+                   "exact: {method: off}\n")
+    assert err.path == "exact"
+
+
+def yaml_err(text):
+    with pytest.raises(ConfigError) as info:
+        parse_yaml(text)
+    return info.value
+
+
+def test_former_likelihood_name_is_bad_input():
+    err = bad(setkey(base(), "correct.likelihood", "exact"), "correct.likelihood",
+              match="'exact' is now spelled 'trace'")
+    assert all(name in str(err) for name in S.LIKELIHOODS)
+    assert S.LIKELIHOODS == ("discrete", "trace", "hutchinson")
+    with pytest.raises(ConfigError):
+        S.CorrectSpec(likelihood="exact")
+
+
+def test_point_ids_hash_the_layout1_spelling():
+    """The ids of correction campaigns are those of layout 1: the run-directory fixture written
+    by the layout-1 code (tests/data/layout1_run) has exactly these ids, and a trace campaign
+    hashes likelihood "exact" (its id computed by the layout-1 schema)."""
+    layout1 = Path(__file__).resolve().parents[1] / "data" / "layout1_run"
+    text = (layout1 / "campaign.yaml").read_text()
+    assert "\nexact: {method: both" in text
+    c = parse_yaml(text.replace("\nexact: {", "\ncorrect: {"))
+    assert sorted(_ids(c.to_dict())) == sorted(f.stem for f in (layout1 / "status").glob("*.json"))
+    m = setkey(setkey(base(), "correct.method", "reweight"), "correct.likelihood", "trace")
+    t = parse_campaign(m)
+    assert t.context()["exact"]["likelihood"] == "exact" and t.to_dict()["correct"]["likelihood"] == "trace"
+    assert _ids(m) == ["92ef3cb581c8af99"]
+    assert Campaign.from_dict(json.loads(json.dumps(t.to_dict()))) == t
