@@ -159,11 +159,6 @@ class Campaign:
                                               "when the grid has points with m2 <= 0")
         object.__setattr__(self, "_points", tuple(points))
 
-    @property
-    def exact(self) -> CorrectSpec:
-        """The former name of ``correct`` (read-only; kept until the campaign stages switch)."""
-        return self.correct
-
     # -- views ---------------------------------------------------------------------------------
     def points(self) -> list[GridPoint]:
         """Grid points in their fixed order (N outermost, then the couplings)."""

@@ -24,9 +24,7 @@ def test_defaults_and_absent_section():
     assert c.correct == S.CorrectSpec() and c.correct.to_dict() == DEFAULTS and not c.correct.enabled
     assert "correct" not in c.to_dict() and "exact" not in c.context()
     assert "correct" in S.TOP_KEYS and S._SECTIONS["correct"] is S.CorrectSpec
-    assert "exact" not in S.TOP_KEYS and c.exact is c.correct  # read-only former name
-    with pytest.raises(AttributeError):
-        c.exact = S.CorrectSpec()
+    assert "exact" not in S.TOP_KEYS and not hasattr(c, "exact")  # the former name is gone
 
 
 def test_off_section_keeps_point_ids_and_resolved_config():
