@@ -78,7 +78,7 @@ def row(name, a) -> dict:
         status = f"training failed: {exc}"
     train_core_s = (time.perf_counter() - t0) * a.threads
     flow = FlowProposal(trainer.ema_model(), scheme, n_steps=a.kl_steps, grid="snr", prior_G=G,
-                        method="exact", integrator="split", batch_size=256)
+                        method="trace", integrator="split", batch_size=256)
     log(f"{name}: {n_prop} proposals")
     t0 = time.perf_counter()
     phi, log_q = flow.sample(n_prop, gen(4))

@@ -11,7 +11,7 @@ At lam = 1, m2 = ``--m2`` (default -1.0, the symmetric side of the transition, U
    couplings; closed-form Jacobian) trained by DSM for ``--train-steps`` steps on every
    ``--keep``-th HMC configuration (training core-seconds amortized over 1e5
    configurations), ``--steps`` probability-flow steps (``--integrator``) on a log grid.
-   Density: "discrete" (exact density of the map actually run; V <= 1024) or "exact" (the
+   Density: "discrete" (exact density of the map actually run; V <= 1024) or "trace" (the
    continuous ODE density along the path, O(h^2) off the sampler's: labelled approximate).
    ``--proposals`` draws give ESS/n = 1/(n sum w_i^2) (normalized weights) and the same draws
    replayed over 16 independence-MH chains (a quarter of each discarded) give the acceptance and tau_int. Costs:
@@ -146,8 +146,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--integrator", default="exponential",
                     choices=("heun", "exponential", "implicit"))
-    ap.add_argument("--likelihood", default=None, choices=("discrete", "exact"),
-                    help="default: discrete for V <= 1024, else exact")
+    ap.add_argument("--likelihood", default=None, choices=("discrete", "trace"),
+                    help="default: discrete for V <= 1024, else trace")
     ap.add_argument("--proposals", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
@@ -162,8 +162,8 @@ def main() -> None:
         hmc_scan(a)
         return
     if a.likelihood is None:
-        a.likelihood = "discrete" if a.N ** 2 <= 1024 else "exact"
-    if a.likelihood == "exact" and a.integrator != "heun":
+        a.likelihood = "discrete" if a.N ** 2 <= 1024 else "trace"
+    if a.likelihood == "trace" and a.integrator != "heun":
         a.integrator = "heun"  # the continuous density is integrated along a Heun path
     torch.set_num_threads(a.threads)
     lat, action = Lattice(a.N), Phi4Action(a.m2, LAM)

@@ -1,26 +1,7 @@
-"""Exact sampling with the learned sampler: model log-densities of the probability-flow
-sampler, independence Metropolis-Hastings (optionally interleaved with HMC), importance
-reweighting against the phi^4 action, defensive mixtures with bounded weights and the Pareto
-tail diagnostic of the weights. Library code: torch + numpy only."""
-from rgdist.correct.likelihood import (
-    INTEGRATORS,
-    MAX_EXACT_VOLUME,
-    MAX_STRUCTURED_VOLUME,
-    METHODS,
-    PROBES,
-    GaussianScore,
-    batched_jacobian,
-    discrete_step,
-    exponential_step,
-    split_score,
-    gaussian_log_density,
-    heun_step,
-    ode_log_likelihood,
-    ode_sample_with_logq,
-    prior_log_density,
-    prior_spectrum,
-    remainder_jacobian,
-)
+"""Exact sampling with the learned sampler: independence Metropolis-Hastings (optionally
+interleaved with HMC), importance reweighting against the phi^4 action, defensive mixtures
+with bounded weights and the Pareto tail diagnostic of the weights. The proposal densities of
+the probability-flow sampler are in rgdist.density. Library code: torch + numpy only."""
 from rgdist.correct.metropolis import (
     FlowProposal,
     GaussianProposal,
@@ -55,21 +36,4 @@ __all__ = [
     "normalized_weights",
     "pareto_k",
     "reweight",
-    "INTEGRATORS",
-    "MAX_EXACT_VOLUME",
-    "MAX_STRUCTURED_VOLUME",
-    "METHODS",
-    "PROBES",
-    "batched_jacobian",
-    "discrete_step",
-    "exponential_step",
-    "GaussianScore",
-    "split_score",
-    "gaussian_log_density",
-    "heun_step",
-    "ode_log_likelihood",
-    "ode_sample_with_logq",
-    "prior_log_density",
-    "prior_spectrum",
-    "remainder_jacobian",
 ]

@@ -2,7 +2,7 @@
 
 Target p(phi) ~ exp(-S[phi]); proposal q(phi) with known log-density (the flow sampler with
 ``method="discrete"`` gives the exact density of the discrete sampler, see
-rgdist.correct.likelihood). Importance log-weight  log w = -S[phi] - log q(phi).  Each chain
+rgdist.density). Importance log-weight  log w = -S[phi] - log q(phi).  Each chain
 holds a state x with log w(x); a fresh proposal x' (independent of x) is accepted with
 
     P = min(1, w(x') / w(x)) = min(1, exp(log w(x') - log w(x))),
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rgdist.correct.likelihood import gaussian_log_density, ode_log_likelihood, ode_sample_with_logq
 from rgdist.correct.reweight import log_weights
+from rgdist.density import gaussian_log_density, ode_log_likelihood, ode_sample_with_logq
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
 from rgdist.lattice.hmc import HMC
@@ -86,7 +86,7 @@ class FlowProposal:
     ``sample(n, generator) -> (phi, log_q)`` runs :func:`ode_sample_with_logq`;
     ``log_prob(phi)`` runs :func:`ode_log_likelihood` with the same grid and method (needed
     by the hybrid; Hutchinson probes there come from ``probe_generator``). Use
-    method="discrete" (V <= 256) for exact MH; "exact"/"hutchinson" give an O(h^2)-accurate
+    method="discrete" (V <= 256) for exact MH; "trace"/"hutchinson" give an O(h^2)-accurate
     (and, for Hutchinson, noisy) density, hence a biased chain.
     ``nfe``/``vjp``: score evaluations / vector-Jacobian products per proposal.
     """

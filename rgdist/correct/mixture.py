@@ -31,7 +31,6 @@ import torch
 from rgdist.correct.metropolis import GaussianProposal
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
-from rgdist.lattice.hmc import _unit_interval
 
 
 class MixtureProposal:
@@ -140,9 +139,20 @@ def log_weight_bound(action: Phi4Action, lattice: Lattice, spectrum) -> float:
     return lattice.volume * b * b / (4 * action.lam) + const
 
 
+def _fraction(value) -> float:
+    """The defensive fraction: a number in (0, 1)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"defensive fraction must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"defensive fraction must be a number in (0, 1), got {value}")
+    return value
+
+
 def defensive_mixture(proposal, lattice: Lattice, spectrum, fraction: float) -> MixtureProposal:
     """(1 - fraction) proposal + fraction N(0, C=spectrum): bounded importance weights for a
     phi^4 target with lam > 0 whatever ``proposal`` is (see the module docstring)."""
-    fraction = _unit_interval("defensive fraction", fraction)
+    fraction = _fraction(fraction)
     return MixtureProposal([proposal, GaussianProposal(lattice, spectrum)],
                            [1.0 - fraction, fraction])

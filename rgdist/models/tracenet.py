@@ -27,7 +27,7 @@ filter M (eigenvalues m(p), real and even) the weighted trace is exact:
 because tr(M W D U) = tr(D U M W) and U M W is circulant with constant diagonal c_k(m).
 :meth:`TraceScore.divergence` returns the score and this trace; no vector-Jacobian product.
 :meth:`linear_filter` and :meth:`nonlinear_divergence` give the two parts separately, for
-integrators that solve the linear part exactly (rgdist.correct.likelihood, integrator "split").
+integrators that solve the linear part exactly (rgdist.density, integrator "split").
 """
 from __future__ import annotations
 

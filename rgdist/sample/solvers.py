@@ -222,15 +222,34 @@ def _flow_hat(ctx: _Ctx, X, phi, t):
     return -X * ctx.c(ctx.coef("alpha", t)) - 0.5 * S * ctx.c(ctx.coef("beta2", t))
 
 
-def _heun(ctx: _Ctx, phi, t, s):
+def heun_step(field: Callable, x: torch.Tensor, t: float, s: float, *,
+              euler_to_zero: bool = True):
+    """One Heun step of dx/du = v(x, u) from time t to time s (either direction), h = t - s:
+
+        pred = x - h v(x, t),   y = x - h/2 (v(x, t) + v(pred, s)),
+
+    and y = pred (Euler) on a step that ends at s = 0 when ``euler_to_zero``. ``field(x, u)``
+    returns ``(v, aux)``, aux anything the caller integrates along the step (None for the
+    sampler; the divergence for rgdist.density). Returns ``(y, aux_t, aux_s)``, aux_s None
+    after an Euler step. The one Heun step of solver "heun_ode" (on the field's Fourier
+    transform) and of the probability-flow densities of rgdist.density (on the field).
+    """
     h = t - s
+    v1, aux1 = field(x, t)
+    pred = x - h * v1
+    if euler_to_zero and s == 0.0:
+        return pred, aux1, None
+    v2, aux2 = field(pred, s)
+    return x - 0.5 * h * (v1 + v2), aux1, aux2
+
+
+def _heun(ctx: _Ctx, phi, t, s):
     X = ctx.fft(phi)
-    F1 = _flow_hat(ctx, X, phi, t)
-    X1 = X - h * F1
-    if s == 0.0:
-        return ctx.ifft(X1)
-    F2 = _flow_hat(ctx, X1, ctx.ifft(X1), s)
-    return ctx.ifft(X - 0.5 * h * (F1 + F2))
+
+    def velocity(Y, u):  # at the step's start, the field phi itself (not ifft(fft(phi)))
+        return _flow_hat(ctx, Y, phi if Y is X else ctx.ifft(Y), u), None
+
+    return ctx.ifft(heun_step(velocity, X, t, s)[0])
 
 
 def _tweedie(ctx: _Ctx, phi, t):

@@ -5,7 +5,7 @@ Reverse KL at t = 0 (self-training from the action alone, no data):
 with phi the end point of the probability-flow ODE of the model from phi_T ~ N(0, S_T) and
     log q_theta(phi) = log N(phi_T; 0, S_T) + int_{t_min}^T div f(phi_t, t) dt,
 the divergence EXACT (rgdist.models.TraceScore: O(V K) trace) and the path integrated by the
-classical RK4 scheme on the augmented ODE (rgdist.correct.likelihood.flow_with_logq). The
+classical RK4 scheme on the augmented ODE (rgdist.density.flow_with_logq). The
 gradient is the reparameterization gradient through the whole path; ``checkpoint=True``
 recomputes each ODE step in the backward pass, so memory is that of one step. The loss is
 reported per site: L_rkl = E[log q + S] / V (= (KL - log Z)/V, bounded below by -log Z / V).
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from rgdist.correct.likelihood import (
+from rgdist.density import (
     flow_with_logq,
     gaussian_log_density,
     has_exact_trace,

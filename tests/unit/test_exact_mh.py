@@ -17,7 +17,6 @@ import torch
 from rgdist.correct import (
     FlowProposal,
     GaussianProposal,
-    GaussianScore,
     IndependenceMH,
     WeightedAccumulator,
     ess_fraction,
@@ -26,6 +25,7 @@ from rgdist.correct import (
     normalized_weights,
     reweight,
 )
+from rgdist.density import GaussianScore
 from rgdist.lattice import HMC, Lattice, Phi4Action
 from rgdist.measure import ObservableAccumulator
 from rgdist.rg import build_scheme

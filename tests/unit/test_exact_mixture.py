@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rgdist.correct import (GaussianProposal, MixtureProposal, WeightedAccumulator,
-                          defensive_mixture, gaussian_log_density, independence_mh,
-                          log_weight_bound, log_weights)
+                          defensive_mixture, independence_mh, log_weight_bound, log_weights)
+from rgdist.density import gaussian_log_density
 from rgdist.lattice import Lattice, Phi4Action
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Model log-densities of the probability-flow sampler (rgdist.correct.likelihood).
+"""Model log-densities of the probability-flow sampler (rgdist.density).
 
 Checked against exact results: the Gaussian density against a dense multivariate normal;
 the ODE log-likelihood of the free theory (exact Gaussian score) against the analytic
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from rgdist.correct import (
+from rgdist.density import (
     GaussianScore,
     batched_jacobian,
     gaussian_log_density,
@@ -91,7 +91,7 @@ def test_free_theory_ode_likelihood_matches_analytic_density():
     lat, G, scheme = free_setup()
     phi0 = lat.colored_noise(G, 16, gen(2))
     analytic = gaussian_log_density(phi0, scheme.marginal_spectrum(T_MIN, G), lat)
-    kw = dict(n_steps=100, method="exact", grid="log", t_min=T_MIN, prior_G=G)
+    kw = dict(n_steps=100, method="trace", grid="log", t_min=T_MIN, prior_G=G)
     generic = ode_log_likelihood(exact_score(scheme, G), scheme, phi0, **kw)
     err = float((generic - analytic).abs().max()) / lat.volume
     assert err < 1e-3
@@ -107,7 +107,7 @@ def test_free_theory_ode_likelihood_matches_analytic_density():
 def test_free_theory_sampling_logq_matches_analytic_density():
     lat, G, scheme = free_setup()
     phi, log_q, info = ode_sample_with_logq(exact_score(scheme, G), scheme, 16, n_steps=100,
-                                            generator=gen(3), method="exact", grid="log",
+                                            generator=gen(3), method="trace", grid="log",
                                             t_min=T_MIN, prior_G=G, return_info=True)
     analytic = gaussian_log_density(phi, scheme.marginal_spectrum(T_MIN, G), lat)
     assert float((log_q - analytic).abs().max()) / lat.volume < 1e-3
@@ -216,7 +216,7 @@ def test_hutchinson_is_unbiased_within_its_reported_error():
     phi0 = lat.colored_noise(G, 24, gen(9))
     kw = dict(n_steps=20, grid="log", t_min=T_MIN, prior_G=G)
     score = exact_score(scheme, G)
-    exact = ode_log_likelihood(score, scheme, phi0, method="exact", **kw)
+    exact = ode_log_likelihood(score, scheme, phi0, method="trace", **kw)
     for probe in ("rademacher", "gaussian"):
         est, info = ode_log_likelihood(score, scheme, phi0, method="hutchinson", n_probes=4,
                                        probe=probe, generator=gen(10), return_info=True, **kw)
@@ -238,7 +238,7 @@ def test_exact_divergence_on_large_lattice_suggests_hutchinson():
     scheme = build_scheme("carosso", lat)
     G = lat.free_propagator(M2)
     phi = lat.colored_noise(G, 1, gen(12))
-    for method in ("exact", "discrete"):
+    for method in ("trace", "discrete"):
         with pytest.raises(ValueError, match="hutchinson"):
             ode_log_likelihood(exact_score(scheme, G), scheme, phi, n_steps=2, method=method)
         with pytest.raises(ValueError, match="hutchinson"):
@@ -254,8 +254,12 @@ def test_bad_arguments_raise_value_error():
     lat, G, scheme = free_setup(4)
     phi = lat.colored_noise(G, 2, gen(13))
     score = exact_score(scheme, G)
-    with pytest.raises(ValueError, match="method"):
-        ode_log_likelihood(score, scheme, phi, n_steps=2, method="trace")
+    with pytest.raises(ValueError, match="method must be one of"):
+        ode_log_likelihood(score, scheme, phi, n_steps=2, method="taylor")
+    # the continuous-time density with the exact divergence is now called "trace"
+    for fn, args in ((ode_log_likelihood, (phi,)), (ode_sample_with_logq, (2,))):
+        with pytest.raises(ValueError, match="'exact' is now called 'trace'"):
+            fn(score, scheme, *args, n_steps=2, method="exact", generator=gen(0))
     with pytest.raises(ValueError, match="n_probes"):
         ode_log_likelihood(score, scheme, phi, n_steps=2, method="hutchinson", n_probes=0,
                            generator=gen(0))

@@ -1,4 +1,4 @@
-"""Closed-form Jacobians and the exponential / implicit integrators of rgdist.correct.likelihood.
+"""Closed-form Jacobians and the exponential / implicit integrators of rgdist.density.
 
 Every closed-form piece is checked against autograd: the effective-action model's
 circulant + diagonal Jacobian, the exact trace, the step Jacobians of the exponential and the
@@ -13,24 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from rgdist.correct import (
+from rgdist.density import (
+    Divergence,
+    FlowField,
     GaussianScore,
     batched_jacobian,
     exponential_step,
     gaussian_log_density,
+    implicit_inverse,
+    implicit_step,
     ode_log_likelihood,
     ode_sample_with_logq,
     remainder_jacobian,
 )
-from rgdist.correct.likelihood import (
-    _Divergence,
-    _Flow,
-    _implicit_inverse,
-    _invert_step,
-    implicit_step,
-    slogdet,
-    solve,
-)
+from rgdist.density.divergence import slogdet, solve
 from rgdist.lattice import Lattice
 from rgdist.models import build_model
 from rgdist.rg import build_scheme
@@ -75,14 +71,14 @@ def test_effective_model_jacobian_and_trace_match_autograd(shape):
     scheme = build_scheme("carosso", lat, T=5.0, mu2=0.1)
     G = lat.free_propagator(M2)
     model = effective_model(lat, scheme, G, [-0.2, 0.1, 0.3, 0.05])
-    flow = _Flow(model, scheme)
+    flow = FlowField(model, scheme)
     assert flow.structured and remainder_jacobian(model, scheme) is not None
     x = torch.randn(3, *shape, dtype=torch.float64, generator=gen(3))
     f_s, J_s = flow.with_jacobian(x, 1.3, 100)
     f_a, J_a = batched_jacobian(lambda z: flow(z, 1.3), x)
     assert torch.allclose(f_s, f_a, atol=1e-13)
     assert torch.allclose(J_s, J_a, rtol=0, atol=1e-11 * float(J_a.abs().max()))
-    _, div, var = _Divergence(flow, "exact", 1, "rademacher", None, 100)(x, 1.3)
+    _, div, var = Divergence(flow, "trace", 1, "rademacher", None, 100)(x, 1.3)
     trace = J_a.diagonal(dim1=1, dim2=2).sum(-1)
     assert torch.allclose(div, trace, rtol=1e-12, atol=1e-10) and float(var.abs().max()) == 0
     # the same with the autograd path forced
@@ -96,7 +92,7 @@ def test_structured_jacobian_only_without_residual_net():
     G = lat.free_propagator(M2)
     with_net = build_model("effective", lat, scheme=scheme, data_spectrum=G, gaussian_exact=True,
                            residual=True, residual_channels=2, residual_blocks=1)
-    assert remainder_jacobian(with_net, scheme) is None and not _Flow(with_net, scheme).structured
+    assert remainder_jacobian(with_net, scheme) is None and not FlowField(with_net, scheme).structured
     with pytest.raises(ValueError, match="residual"):
         with_net.net.score_jacobian(torch.zeros(1, 4, 4, dtype=torch.float64), 0.5)
     conv = build_model("conv", lat, scheme=scheme, data_spectrum=G, gaussian_exact=True,
@@ -152,7 +148,7 @@ def test_nonlinear_density_is_the_jacobian_of_the_composed_map(integrator):
     assert torch.allclose(phi, phi_g, atol=1e-10) and torch.allclose(log_q, log_q_g, atol=1e-8)
     assert info["vjp"] == 0 and info_g["vjp"] > 0
     if integrator == "implicit":  # the inverse map is explicit, hence differentiable
-        flow = _Flow(structured, scheme)
+        flow = FlowField(structured, scheme)
         grid = info["times"].tolist()
 
         def whole_map_inverse(y):  # phi -> phi_T
@@ -176,7 +172,7 @@ def test_exponential_step_jacobian_matches_autograd():
     G = lat.free_propagator(M2)
     scheme = build_scheme("carosso", lat, T=5.0, mu2=0.1)
     model = effective_model(lat, scheme, G, [-0.1, 0.05, 0.2], ("phi2", "grad2", "phi4"))
-    flow = _Flow(model, scheme)
+    flow = FlowField(model, scheme)
     x = torch.randn(3, 6, 6, dtype=torch.float64, generator=gen(6))
     E, W = flow.exp_coefficients(1.3, 0.7, x)
     y, J, logabs, sign = exponential_step(flow, x, 1.3, 0.7)
@@ -200,7 +196,7 @@ def test_implicit_step_stays_bijective_where_the_explicit_step_folds():
     scheme = build_scheme("carosso", lat, T=3.0, mu2=0.2)
     c = 2.0
     rem, jac = cubic_remainder(c)
-    flow = _Flow(GaussianScore(scheme, G, rem, remainder_jacobian=jac), scheme)
+    flow = FlowField(GaussianScore(scheme, G, rem, remainder_jacobian=jac), scheme)
     t, s = 1.0, 0.5
     E, W = flow.exp_coefficients(t, s, torch.zeros(1, 4, 4, dtype=torch.float64))
     e0, w0 = float(E[0, 0]), float(W[0, 0])
@@ -215,7 +211,7 @@ def test_implicit_step_stays_bijective_where_the_explicit_step_folds():
     y = 3.0 * torch.ones(1, 4, 4, dtype=torch.float64)
     # implicit: explicit inverse, positive determinant, exact round trip
     ys = torch.cat([y, 5 * torch.randn(4, 4, 4, dtype=torch.float64, generator=gen(10))])
-    x, logabs = _implicit_inverse(flow, ys, t, s)
+    x, logabs = implicit_inverse(flow, ys, t, s)
     y2, _, logabs2, sign = implicit_step(flow, x, t, s)
     assert torch.allclose(y2, ys, atol=1e-9) and torch.allclose(logabs, logabs2, atol=1e-9)
     assert bool((sign > 0).all()) and float(x[0].mean()) > 0
@@ -246,20 +242,20 @@ def test_volume_limits_with_a_structured_jacobian():
     model = effective_model(lat, scheme, G, [-0.05, 0.0, 0.05], ("phi2", "grad2", "phi4"))
     phi = lat.colored_noise(G, 2, gen(7))
     # closed-form exact divergence: any volume, no vector-Jacobian products
-    lq, info = ode_log_likelihood(model, scheme, phi, n_steps=2, method="exact", prior_G=G,
+    lq, info = ode_log_likelihood(model, scheme, phi, n_steps=2, method="trace", prior_G=G,
                                   return_info=True)
     assert torch.isfinite(lq).all() and info["vjp"] == 0
-    with pytest.raises(ValueError, match="V <= 1024.*exact"):
+    with pytest.raises(ValueError, match="V <= 1024.*trace"):
         ode_log_likelihood(model, scheme, phi, n_steps=2, method="discrete", prior_G=G)
     with pytest.raises(ValueError, match="integrator"):
-        ode_log_likelihood(model, scheme, phi, n_steps=2, method="exact", prior_G=G,
+        ode_log_likelihood(model, scheme, phi, n_steps=2, method="trace", prior_G=G,
                            integrator="rk5")
     # rk4 (continuous-time density, fourth order) also runs at any volume here
-    lq4 = ode_log_likelihood(model, scheme, phi, n_steps=2, method="exact", prior_G=G,
+    lq4 = ode_log_likelihood(model, scheme, phi, n_steps=2, method="trace", prior_G=G,
                              integrator="rk4")
     assert torch.isfinite(lq4).all()
     with pytest.raises(ValueError, match="method='discrete'"):
-        ode_log_likelihood(model, scheme, phi, n_steps=2, method="exact", prior_G=G,
+        ode_log_likelihood(model, scheme, phi, n_steps=2, method="trace", prior_G=G,
                            integrator="implicit")
 
 

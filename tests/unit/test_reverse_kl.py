@@ -106,7 +106,7 @@ def test_bad_combinations_raise():
             TrainConfig(**kw)
 
 
-def interacting_point(objective, steps, seeds, method="exact"):
+def interacting_point(objective, steps, seeds, method="trace"):
     """Train on lam = 1, m2 = -1, N = 8; return (long-HMC reference, reweighted estimates over
     8192 draws per proposal seed, log-weights, the proposal)."""
     lat = Lattice(8)

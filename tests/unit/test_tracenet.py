@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from rgdist.correct.likelihood import (
+from rgdist.density import (
     batched_jacobian,
     gaussian_log_density,
     ode_log_likelihood,
@@ -131,7 +131,7 @@ def test_free_theory_ode_density_is_the_gaussian(name, N):
     P = sch.marginal_spectrum(t_min, G)
     phi = lat.colored_noise(P, 16, torch.Generator().manual_seed(1))
     grid, n = FREE_CASES[name]
-    log_q = ode_log_likelihood(model, sch, phi, n_steps=n, method="exact", integrator="rk4",
+    log_q = ode_log_likelihood(model, sch, phi, n_steps=n, method="trace", integrator="rk4",
                                grid=grid, prior_G=G)
     exact = gaussian_log_density(phi, P, lat)
     assert float((log_q - exact).abs().max()) / lat.volume < 1e-6
@@ -145,12 +145,12 @@ def test_rk4_is_fourth_order_and_sampling_agrees():
     P = sch.marginal_spectrum(sch.default_t_min, G)
     phi = lat.colored_noise(P, 8, torch.Generator().manual_seed(2))
     exact = gaussian_log_density(phi, P, lat)
-    errs = [float((ode_log_likelihood(model, sch, phi, n_steps=n, method="exact",
+    errs = [float((ode_log_likelihood(model, sch, phi, n_steps=n, method="trace",
                                       integrator="rk4", grid="log", prior_G=G) - exact).abs().max())
             for n in (20, 40)]
     assert 10 < errs[0] / errs[1] < 24  # 2^4 = 16
     # the sampler's own log q of its draws: exact Gaussian density of where they land
-    x, log_q = ode_sample_with_logq(model, sch, 64, n_steps=100, grid="log", method="exact",
+    x, log_q = ode_sample_with_logq(model, sch, 64, n_steps=100, grid="log", method="trace",
                                     integrator="rk4", prior_G=G,
                                     generator=torch.Generator().manual_seed(3))
     assert float((log_q - gaussian_log_density(x, P, lat)).abs().max()) / lat.volume < 1e-6
