@@ -3,7 +3,8 @@
     python docs/make_figures.py runs/rg_flow_20x20_carosso runs/rg_flow_20x20_polchinski
 
 writes docs/figures/flow_snapshots.png (Polchinski vs Carosso along the forward flow, one
-HMC configuration of each run) and the exact-vs-learned panels of each point.
+HMC configuration of each run) and the forward-vs-learned flow panels of each point (results
+files of layout 1 or 2: read_results gives layout-2 names).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rgdist.campaign.rundir import results_file
 from rgdist.io.results import read_results
 from rgdist.plot.flow import plot_flow_snapshots
 from rgdist.plot.phase import save_figure
@@ -26,13 +28,13 @@ def main(run_dirs: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     by_point: dict[float, dict] = {}
     for rd in run_dirs:
-        res = read_results(Path(rd) / "results.h5")
+        res = read_results(results_file(rd))
         scheme = json.loads(res["attrs"]["campaign"])["scheme"]["name"]
         subprocess.run([sys.executable, "-m", "rgdist", "plot", rd], check=True, capture_output=True)
         for pid, p in res["points"].items():
             m2 = p["attrs"]["m2"]
             a = p["arrays"]
-            by_point.setdefault(m2, {})[scheme] = (a["flow/exact/snapshots"], a["flow/exact/t"])
+            by_point.setdefault(m2, {})[scheme] = (a["flow/forward/snapshots"], a["flow/forward/t"])
             for kind in ("panels", "snapshots"):
                 src = Path(rd) / "plots" / f"flow_{pid}_{kind}.png"
                 if src.exists() and kind == "panels":

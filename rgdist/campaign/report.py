@@ -1,18 +1,20 @@
-"""Plain-text tables of campaign results (what `rgdist run` prints at the end)."""
+"""The end-of-run report of `rgdist run` / `rgdist resume` (plain text, no computation).
+
+:func:`rgdist.campaign.runner.run_from_cli` returns the report data ``{"results", "campaign",
+"aggregate"}``; :func:`format_run_report` writes the per-point results table, the diagnostics
+table and the campaign's own aggregate report (rgdist.campaign.aggregate.text).
+"""
 from __future__ import annotations
 
 import math
 
+from rgdist import exitcodes
+from rgdist.campaign.aggregate.text import fmt, format_report
+
+__all__ = ["COLUMNS", "fmt", "deviation", "results_table", "diagnostics_table", "format_run_report",
+           "preempted_text"]
+
 COLUMNS = (("chi", "chi"), ("binder", "U"), ("xi2", "xi2"), ("abs_m", "<|M|>"), ("lambda_R", "lam_R"))
-
-
-def fmt(v: float, e: float) -> str:
-    if not math.isfinite(v):
-        return "nan"
-    if not math.isfinite(e) or e <= 0:
-        return f"{v:.4g}"
-    digits = max(0, -int(math.floor(math.log10(e))) + 1)
-    return f"{v:.{digits}f}({round(e * 10**digits):d})" if digits <= 8 else f"{v:.3g}"
 
 
 def deviation(a, b) -> float:
@@ -70,3 +72,17 @@ def diagnostics_table(results: dict, campaign=None) -> str:
     lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return title + "\n" + "\n".join(lines)
+
+
+def format_run_report(report: dict) -> str:
+    """The text `rgdist run` prints at the end of a complete run: the results table, the
+    diagnostics table and the aggregate report of the run directory."""
+    results, campaign = report["results"], report["campaign"]
+    return "\n".join([results_table(results, campaign), "", diagnostics_table(results, campaign), "",
+                      format_report(report["aggregate"])])
+
+
+def preempted_text(run_dir) -> str:
+    """The note `rgdist run` writes to stderr when the job was pre-empted."""
+    return (f"pre-empted: checkpoint written; resume with `rgdist resume {run_dir}` "
+            f"(exit code {exitcodes.REQUEUE})")

@@ -6,36 +6,31 @@ of a group share each of its points (sub-communicator). Which rank computes what
 changes a number (see :mod:`rgdist.campaign.point`), so a campaign gives bitwise identical
 results for any rank count, and can be resumed with a different one.
 
-Run directory::
-
-    campaign.yaml            the campaign file as given
-    campaign.json            the resolved configuration (every default filled in)
-    lock                     held by the running job (see rgdist.io.lock)
-    points/<id>/ckpt-*.h5    checkpoints of each point, current.json points at the newest
-    status/<id>.json         stage and progress of each point (read by `rgdist status`)
-    logs/rank-XXXX.log       per-rank log
-    results.h5               the results (written collectively at the end)
+The run directory (layout, creation, validation) is :mod:`rgdist.campaign.rundir`.  At the end
+of a complete run :func:`run_from_cli` returns the end-of-run report data (the results, the
+campaign and its own aggregate: crossings, chi peaks, critical line, plots);
+:func:`rgdist.campaign.report.format_run_report` turns it into text.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
 from rgdist import exitcodes
+from rgdist.campaign.rundir import (
+    RESOLVED,
+    check_new_run_dir,
+    is_run_dir,
+    load_run_dir,
+    prepare_run_dir,
+    read_selection,
+)
 from rgdist.errors import ConfigError
 
-RESOLVED = "campaign.json"
-SELECTION = "points_selector"  #: the --points subset of a run, kept so that resume keeps it
-
-
-def _launcher_file(name: str) -> bool:
-    """Files a batch system puts in a run directory before the job starts."""
-    return name == "job.sbatch" or (name.startswith("slurm-") and name.endswith(".out"))
+__all__ = ["RESOLVED", "assign_points", "select_points", "load_run_dir", "run_campaign",
+           "run_from_cli", "run_campaign_cli", "default_campaign_path"]
 
 
 def assign_points(n_points: int, rank: int, size: int, ranks_per_point="auto") -> tuple[int, list[int]]:
@@ -78,49 +73,6 @@ class RankLog:
     def close(self):
         if self.fh is not None:
             self.fh.close()
-
-
-def prepare_run_dir(campaign, campaign_file: str | None, run_dir: Path, comm, points_selector=None) -> None:
-    """Create the run directory (rank 0) or check that it holds this same campaign."""
-    err = None
-    if comm.is_root:
-        try:
-            resolved = run_dir / RESOLVED
-            if resolved.exists():
-                old = json.loads(resolved.read_text())
-                if old != campaign.to_dict():
-                    raise ConfigError("run_dir", f"{run_dir} holds a different campaign; "
-                                      "use another --run-dir or `rgdist resume` it")
-            else:
-                for sub in ("points", "status", "logs"):
-                    (run_dir / sub).mkdir(parents=True, exist_ok=True)
-                from rgdist.io.atomic import atomic_write_json
-
-                if campaign_file is not None:
-                    shutil.copyfile(campaign_file, run_dir / "campaign.yaml")
-                if points_selector:
-                    (run_dir / SELECTION).write_text(points_selector + "\n")
-                atomic_write_json(resolved, campaign.to_dict())
-        except ConfigError as exc:
-            err = [exc.path, str(exc)]
-    err = comm.bcast(err)
-    if err is not None:
-        raise ConfigError("", err[1])
-
-
-def load_run_dir(run_dir: Path):
-    from rgdist.campaign.spec import Campaign
-
-    resolved = run_dir / RESOLVED
-    if not run_dir.is_dir():
-        raise ConfigError("run_dir", f"{run_dir} is not a directory")
-    if not resolved.is_file():
-        raise ConfigError("run_dir", f"{run_dir} is not an rgdist run directory (no {RESOLVED})")
-    try:
-        data = json.loads(resolved.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError("run_dir", f"{resolved} is unreadable: {exc}") from None
-    return Campaign.from_dict(data)
 
 
 def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_selector=None,
@@ -198,8 +150,15 @@ def _write_timings(run_dir: Path, rank: int, timings: dict, wall: float) -> None
     atomic_write_json(path, {"wall_s": wall, "points": timings})
 
 
-def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> int:
-    """Entry of `rgdist run` / `rgdist resume`: lock, signals, guarded MPI execution."""
+def run_from_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> dict:
+    """`rgdist run` / `rgdist resume` without printing: lock, signals, guarded MPI execution.
+
+    Returns on every rank ``{"exit_code", "status": "done"|"preempted", "run_dir", "root"
+    (whether this is rank 0), "report"}``; ``report`` (root rank of a complete run, else None) is the end-of-run report data
+    ``{"results", "campaign", "aggregate"}`` -- ``aggregate`` is the campaign's own
+    :func:`rgdist.campaign.aggregate.aggregate` (written into the run directory) -- for
+    :func:`rgdist.campaign.report.format_run_report`.
+    """
     from rgdist.campaign.signals import PreemptionFlag
     from rgdist.campaign.spec import load_campaign
     from rgdist.io.lock import RunLock
@@ -219,14 +178,12 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
             campaign = load_campaign(campaign_file)
             if run_dir is None:
                 run_dir = campaign.output.dir
-            rd = Path(run_dir)
-            if rd.exists() and (rd / RESOLVED).exists():
+            if is_run_dir(run_dir):
                 resume = True
-            elif rd.exists() and any(not _launcher_file(f.name) for f in rd.iterdir()):
-                raise ConfigError("run_dir", f"{rd} exists, is not empty and is not an rgdist run directory")
-        sel_file = Path(run_dir) / SELECTION
-        if points is None and resume and sel_file.exists():
-            points = sel_file.read_text().strip() or None
+            else:
+                check_new_run_dir(run_dir)
+        if points is None and resume:
+            points = read_selection(run_dir)
         if points is not None:
             select_points(campaign.points(), points)
         from rgdist.campaign.diagnostics import precheck
@@ -262,22 +219,31 @@ def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None
         if lock is not None:
             lock.release()
     if out["status"] == "preempted":
-        if comm.is_root:
-            print(f"pre-empted: checkpoint written; resume with `rgdist resume {run_dir}` "
-                  f"(exit code {exitcodes.REQUEUE})", file=sys.stderr)
-        return exitcodes.REQUEUE
+        return {"exit_code": exitcodes.REQUEUE, "status": "preempted", "run_dir": run_dir,
+                "root": comm.is_root, "report": None}
+    report = None
     if comm.is_root:
-        from rgdist.campaign.aggregate import aggregate, format_report
-        from rgdist.campaign.report import diagnostics_table, results_table
+        from rgdist.campaign.aggregate import aggregate
 
-        print(results_table(out["results"], campaign))
-        print()
-        print(diagnostics_table(out["results"], campaign))
         # the campaign's own phase diagram: crossings, chi peaks, critical line, plots
-        agg = aggregate([str(run_dir)], None)
-        print()
-        print(format_report(agg))
-    return exitcodes.OK
+        report = {"results": out["results"], "campaign": campaign,
+                  "aggregate": aggregate([str(run_dir)], None)}
+    return {"exit_code": exitcodes.OK, "status": "done", "run_dir": run_dir, "root": comm.is_root,
+            "report": report}
+
+
+def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> int:
+    """Entry of `rgdist run` / `rgdist resume` (kept for rgdist.cli): :func:`run_from_cli`,
+    then the end-of-run report on stdout or the pre-emption note on stderr (root rank)."""
+    from rgdist.campaign.report import format_run_report, preempted_text
+
+    out = run_from_cli(campaign_file, run_dir, resume, points, progress)
+    if out["status"] == "preempted":
+        if out["root"]:
+            print(preempted_text(out["run_dir"]), file=sys.stderr)
+    elif out["report"] is not None:
+        print(format_run_report(out["report"]))
+    return out["exit_code"]
 
 
 def default_campaign_path() -> Path:

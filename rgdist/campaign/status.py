@@ -1,5 +1,6 @@
 """`rgdist status RUN_DIR`: a table of every grid point's stage, progress, last checkpoint
-and errors, read from the run directory alone (works on running and on killed campaigns)."""
+and errors, read from the run directory alone (works on running and on killed campaigns, and
+on run directories whose results file has either layout: status only asks whether it exists)."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ import time
 from pathlib import Path
 
 from rgdist import exitcodes
-from rgdist.errors import ConfigError
+from rgdist.campaign.rundir import load_run_dir, results_file
 
 
 def status_rows(run_dir: Path) -> list[dict]:
     from rgdist.campaign.progress import read_status
-    from rgdist.campaign.runner import load_run_dir
 
     run_dir = Path(run_dir)
     campaign = load_run_dir(run_dir)
@@ -45,8 +45,8 @@ def format_status(rows: list[dict], run_dir: Path) -> str:
     holder = lock_holder(run_dir)
     head = f"run directory {run_dir}: " + (f"running (lock held by {holder})" if holder else "not running")
     done = sum(r["stage"] == "done" for r in rows)
-    results = (Path(run_dir) / "results.h5").exists()
-    head += f"; {done}/{len(rows)} points done" + ("; results.h5 written" if results else "")
+    results = results_file(run_dir)
+    head += f"; {done}/{len(rows)} points done" + (f"; {results.name} written" if results.exists() else "")
     table = [("point", "N", "lam", "m2", "stage", "progress", "ckpt", "ckpt age", "error")]
     for r in rows:
         age = "-" if r["checkpoint_age_s"] is None else f"{r['checkpoint_age_s']:.0f}s"

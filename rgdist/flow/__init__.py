@@ -1,4 +1,4 @@
-"""RG-flow measurements: observables along the exact forward flow and along the learned
+"""RG-flow measurements: observables along the forward flow and along the learned
 reverse sampler, their Gaussian closed forms, and the running couplings of the
 effective-action model."""
 from rgdist.flow.couplings import WEIGHTINGS, gaussian_couplings, learned_couplings
@@ -7,9 +7,9 @@ from rgdist.flow.forward import (
     OBSERVABLES,
     FlowAccumulator,
     FlowResult,
-    accumulate_exact_flow,
+    accumulate_forward_flow,
     box_size,
-    exact_flow,
+    forward_flow,
     flow_snapshots,
     gaussian_flow,
 )
@@ -27,8 +27,8 @@ __all__ = [
     "WEIGHTINGS",
     "FlowResult",
     "FlowAccumulator",
-    "accumulate_exact_flow",
-    "exact_flow",
+    "accumulate_forward_flow",
+    "forward_flow",
     "gaussian_flow",
     "flow_snapshots",
     "box_size",

@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rgdist.flow.forward import _check_scheme, check_t_grid
+from rgdist.flow.base import check_scheme, check_t_grid
 from rgdist.lattice.geometry import Lattice
 
 #: DSM mode weights lambda_t(p) (the names of rgdist.train.dsm.WEIGHTINGS)
@@ -68,7 +68,7 @@ def gaussian_couplings(lattice: Lattice, scheme, G, t_grid, weighting: str = "si
     """
     if not isinstance(lattice, Lattice):
         raise ValueError(f"lattice must be a rgdist Lattice, got {type(lattice).__name__}")
-    scheme = _check_scheme(scheme)
+    scheme = check_scheme(scheme)
     if scheme.lattice != lattice:
         raise ValueError(f"lattice {lattice} does not match the scheme's lattice {scheme.lattice}")
     if weighting not in WEIGHTINGS:

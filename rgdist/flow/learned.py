@@ -1,11 +1,11 @@
 """The learned RG flow: observables along the reverse sampler, and their comparison with the
-exact (forward) flow.
+forward flow (rgdist.flow.forward).
 
 :func:`learned_flow` draws ``n_samples`` fields from the prior at t = T and integrates the
 reverse process (:func:`rgdist.sample.solvers.solve`) with ``score_fn``, recording the
 ensemble at each t_k of ``t_grid``. If the score were exact and the solver exact, the
-ensemble at t_k would be distributed as p_{t_k}, the law of the exact flow at t_k; the
-comparison with :func:`rgdist.flow.forward.exact_flow` tests the learned score along the whole
+ensemble at t_k would be distributed as p_{t_k}, the law of the forward flow at t_k; the
+comparison with :func:`rgdist.flow.forward.forward_flow` tests the learned score along the whole
 flow, not only at t = 0.
 
 Solver grid: ``scheme.time_grid(n_steps, grid, t_min)`` (T -> t_min) with every t_k of
@@ -23,7 +23,7 @@ split.
 
 Comparison (:func:`compare_flows`): per observable and t_k,
 
-    dev_k = (learned_k - exact_k) / sqrt(err_learned_k^2 + err_exact_k^2),
+    dev_k = (learned_k - forward_k) / sqrt(err_learned_k^2 + err_forward_k^2),
 
 (the two ensembles are independent); :func:`deviation_summary` gives max_k |dev_k| per
 observable. Against :func:`gaussian_flow` (errors 0) dev is the pull in units of the learned
@@ -36,16 +36,16 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
-from rgdist.flow.forward import (
+from rgdist.flow.base import (
     FlowAccumulator,
     FlowResult,
     GeneratorArg,
-    _check_pos_int,
-    _chunk_ids,
-    _check_scheme,
     check_L_phys,
     check_observables,
+    check_pos_int,
+    check_scheme,
     check_t_grid,
+    chunk_ids,
     generator_for,
 )
 from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR, solve
@@ -78,17 +78,17 @@ def accumulate_learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, 
     ``snapshots``: the first ``n_keep`` samples of chunk 0 at every t_k, numpy
     (K, n_keep, *shape), or None. Arguments as :func:`learned_flow`.
     """
-    scheme = _check_scheme(scheme)
+    scheme = check_scheme(scheme)
     if not callable(score_fn):
         raise ValueError(f"score_fn must be callable (phi, t) -> score, got {type(score_fn).__name__}")
     if solver not in ALL_SOLVERS:
         raise ValueError(f"solver must be one of {ALL_SOLVERS}, got {solver!r}")
     lattice = scheme.lattice
     t = check_t_grid(t_grid, scheme.T)
-    n_samples = _check_pos_int("n_samples", n_samples)
-    batch_size = _check_pos_int("batch_size", batch_size)
-    n_bins = _check_pos_int("n_bins", n_bins)
-    n_keep = _check_pos_int("n_keep", n_keep, 0)
+    n_samples = check_pos_int("n_samples", n_samples)
+    batch_size = check_pos_int("batch_size", batch_size)
+    n_bins = check_pos_int("n_bins", n_bins)
+    n_keep = check_pos_int("n_keep", n_keep, 0)
     times = merged_grid(scheme, t, n_steps, grid, t_min)
     if prior_G is not None:
         prior_G = torch.as_tensor(prior_G, dtype=torch.float64)
@@ -100,7 +100,7 @@ def accumulate_learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, 
         raise ValueError("accumulator must have the same t grid and n_bins")
     grid_list = times.tolist()
     keep = None
-    for c in _chunk_ids(n_samples, batch_size, chunks):
+    for c in chunk_ids(n_samples, batch_size, chunks):
         size = min(batch_size, n_samples - c * batch_size)
         gen = generator_for(generator, c)
         G_dev = None if prior_G is None else prior_G.to(device=device)
@@ -148,9 +148,9 @@ def learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, *, n_steps:
         generator: torch.Generator (all chunks in order) or callable chunk -> Generator.
         prior_G: data spectrum for the prior (Sigma_T + A_T^2 G) and the solver's reference
             spectrum; zero_mode_pool: magnetizations for frozen zero modes (Polchinski mu2 = 0).
-        observables, L_phys, n_keep: as :func:`rgdist.flow.forward.exact_flow`.
+        observables, L_phys, n_keep: as :func:`rgdist.flow.forward.forward_flow`.
     """
-    L_phys = check_L_phys(L_phys, _check_scheme(scheme).lattice)
+    L_phys = check_L_phys(L_phys, check_scheme(scheme).lattice)
     names = check_observables(observables, L_phys)
     acc, snaps = accumulate_learned_flow(
         score_fn, scheme, n_samples, t_grid, n_steps=n_steps, generator=generator, solver=solver,
@@ -162,32 +162,32 @@ def learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, *, n_steps:
                             "n_steps": int(n_steps), "n": int(n_samples)})
 
 
-def compare_flows(exact: FlowResult, learned: FlowResult, observables=None
+def compare_flows(forward: FlowResult, learned: FlowResult, observables=None
                   ) -> dict[str, np.ndarray]:
-    """{name: (learned - exact) / sqrt(err_l^2 + err_e^2)} per t_k, shape (K,) ((K, *shape)
+    """{name: (learned - forward) / sqrt(err_l^2 + err_f^2)} per t_k, shape (K,) ((K, *shape)
     for ``g2``). Default names: the scalars of :data:`COMPARE_DEFAULT` present in both.
     nan where both errors are 0 or either value is nan."""
-    for label, res in (("exact", exact), ("learned", learned)):
+    for label, res in (("forward", forward), ("learned", learned)):
         if not isinstance(res, FlowResult):
             raise ValueError(f"{label} must be a FlowResult, got {type(res).__name__}")
-    if exact.t.shape != learned.t.shape or not np.allclose(exact.t, learned.t, rtol=1e-9, atol=1e-12):
-        raise ValueError(f"the flows have different t grids: {exact.t.tolist()} vs "
+    if forward.t.shape != learned.t.shape or not np.allclose(forward.t, learned.t, rtol=1e-9, atol=1e-12):
+        raise ValueError(f"the flows have different t grids: {forward.t.tolist()} vs "
                          f"{learned.t.tolist()}")
     if observables is None:
-        names = [n for n in COMPARE_DEFAULT if n in exact and n in learned]
+        names = [n for n in COMPARE_DEFAULT if n in forward and n in learned]
     else:
         names = [observables] if isinstance(observables, str) else list(observables)
-        missing = [n for n in names if n not in exact or n not in learned]
+        missing = [n for n in names if n not in forward or n not in learned]
         if missing:
-            common = sorted(set(exact.names) & set(learned.names))
+            common = sorted(set(forward.names) & set(learned.names))
             raise ValueError(f"observables {missing} are not in both flows; allowed: {common}")
     out = {}
     for name in names:
-        ve, ee = exact[name]
+        vf, ef = forward[name]
         vl, el = learned[name]
-        sigma = np.sqrt(np.asarray(ee, dtype=np.float64) ** 2 + np.asarray(el, dtype=np.float64) ** 2)
+        sigma = np.sqrt(np.asarray(ef, dtype=np.float64) ** 2 + np.asarray(el, dtype=np.float64) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            dev = (np.asarray(vl, dtype=np.float64) - np.asarray(ve, dtype=np.float64)) / sigma
+            dev = (np.asarray(vl, dtype=np.float64) - np.asarray(vf, dtype=np.float64)) / sigma
         out[name] = np.where(sigma > 0, dev, np.nan)
     return out
 

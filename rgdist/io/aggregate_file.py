@@ -1,10 +1,12 @@
 """Serial HDF5 access for `rgdist aggregate` / `rgdist plot`: read the scalar estimates (and
 flow data) of a results file, write and read the aggregate file.
 
-Reading a results file (layout of :mod:`rgdist.io.results`) loads only what the aggregate
-needs: the point attributes, the scalar estimates ``points/<id>/estimates/<source>/<name>``
-(shape (2,) = [value, err]; the (2, *shape) ``g2`` arrays are skipped) and, on request, every
-dataset below ``points/<id>/flow``.  The raw accumulators, training histories etc. are not read.
+Reading a results file (layout of :mod:`rgdist.io.results`, version 1 or 2) loads only what
+the aggregate needs: the point attributes, the scalar estimates
+``points/<id>/estimates/<source>/<name>`` (shape (2,) = [value, err]; the (2, *shape) ``g2``
+arrays are skipped) and, on request, every dataset below ``points/<id>/flow`` under its
+layout-2 name (:mod:`rgdist.io.layout`: ``forward/...``, not layout 1's ``exact/...``).  The raw
+accumulators, training histories etc. are not read.
 
 Aggregate file (layout version 1)::
 
@@ -29,6 +31,7 @@ import numpy as np
 
 from rgdist import __version__
 from rgdist.io.h5 import open_h5, read_arrays, read_attrs, write_attrs, write_owned
+from rgdist.io.layout import file_layout, point_name
 from rgdist.parallel.comm import Comm
 
 AGGREGATE_KIND = "aggregate"
@@ -40,12 +43,14 @@ def read_point_estimates(path, *, flow: bool = False) -> dict:
 
     Returns ``{"attrs": root attrs, "points": {point_id: {"attrs": point attrs,
     "estimates": {source: {name: (value, err)}}, "flow": {name: ndarray}}}}``; ``flow`` holds
-    the datasets below ``points/<id>/flow`` by relative name (empty unless ``flow=True`` and
-    present).  Raises OSError / KeyError / RgdistError on unreadable files (callers translate).
+    the datasets below ``points/<id>/flow`` by relative layout-2 name (``forward/t``,
+    ``learned/m_R``, ``couplings/learned/phi2``, ...; empty unless ``flow=True`` and present).
+    Raises OSError / KeyError / RgdistError on unreadable files (callers translate).
     """
     f = open_h5(path, "r", Comm.serial())
     try:
         out = {"attrs": read_attrs(f), "points": {}}
+        layout = file_layout(out["attrs"])
         if "points" not in f:
             return out
         for pid in sorted(f["points"]):
@@ -62,6 +67,7 @@ def read_point_estimates(path, *, flow: bool = False) -> dict:
                             vals[name] = (float(a[0]), float(a[1]))
                     est[src] = vals
             fl = read_arrays(f, f"points/{pid}/flow") if flow and "flow" in g else {}
+            fl = {point_name(f"flow/{n}", layout)[len("flow/"):]: a for n, a in fl.items()}
             out["points"][pid] = {"attrs": read_attrs(g), "estimates": est, "flow": fl}
         return out
     finally:

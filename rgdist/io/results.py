@@ -135,36 +135,50 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
 
 
 def read_results(path) -> dict:
-    """Serial read: {"attrs": root attrs, "points": {id: {"attrs", "arrays"}}}."""
+    """Serial read: {"attrs": root attrs, "points": {id: {"attrs", "arrays"}}}.
+
+    The array names are those of layout 2 whatever the file's layout (rgdist.io.layout:
+    ``flow/forward/...``, ``correct/...``); ``attrs`` are the file's own (``rgdist_layout``
+    says which layout it was written with)."""
+    from rgdist.io.layout import current_names, file_layout
     from rgdist.parallel.comm import Comm
 
     f = open_h5(path, "r", Comm.serial())
     try:
         out = {"attrs": read_attrs(f), "points": {}}
+        layout = file_layout(out["attrs"])
         if "points" in f:
             for pid in sorted(f["points"]):
                 out["points"][pid] = {"attrs": read_attrs(f["points"][pid]),
-                                      "arrays": read_arrays(f, f"points/{pid}")}
+                                      "arrays": current_names(read_arrays(f, f"points/{pid}"), layout)}
     finally:
         f.close()
     return out
 
 
 def content_digest(path) -> dict[str, str]:
-    """{dataset or attribute path: sha256 of its value} — for bitwise comparisons of runs."""
+    """{dataset or attribute path: sha256 of its value} — for bitwise comparisons of runs.
+
+    Paths are layout-2 names (rgdist.io.layout) whatever the file's layout; the digests are of
+    the stored values (the root ``rgdist_layout`` attribute still tells the layouts apart)."""
     import hashlib
 
+    from rgdist.io.layout import file_layout, to_current
     from rgdist.parallel.comm import Comm
 
     f = open_h5(path, "r", Comm.serial())
     try:
+        layout = file_layout(read_attrs(f))
         out = {}
         for n in dataset_names(f):
             a = np.ascontiguousarray(f[n][()])
-            out[n] = hashlib.sha256(a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+            out[to_current(n, layout)] = hashlib.sha256(
+                a.dtype.str.encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+
         def visit(name, obj):
             for k, v in read_attrs(obj).items():
-                out[f"{name}@{k}"] = hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
+                out[to_current(f"{name}@{k}", layout)] = hashlib.sha256(
+                    json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()
         visit("/", f)
         f.visititems(visit)
         return out

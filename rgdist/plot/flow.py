@@ -6,6 +6,8 @@ Flow times are in the scheme's own units (lattice units for Carosso, log Lambda 
 Polchinski); masses are in lattice units (a = 1) unless the observable says otherwise
 (``m_R_L`` = m_R L is dimensionless). :func:`save_figure` (shared with rgdist.plot.phase)
 writes PNG and PDF.
+The forward flow (arguments ``forward``) is the exact RG flow of the ensemble; the figures
+label it "exact".
 """
 from __future__ import annotations
 
@@ -134,21 +136,22 @@ def plot_flow_snapshots(snapshots: Mapping[str, np.ndarray], t, *, fig=None, sam
 
 
 # --- observables along the flow ---------------------------------------------------------------
-def plot_flow_observable(name: str, exact=None, learned=None, gaussian=None, ax=None, *,
+def plot_flow_observable(name: str, forward=None, learned=None, gaussian=None, ax=None, *,
                          labels: Sequence[str] = ("exact flow", "learned flow", "Gaussian closed form")):
-    """``name`` vs flow time: exact flow as a line with a +-1 sigma band, learned flow as points
-    with error bars, the Gaussian closed form as a dashed line (any of the three may be None)."""
-    if exact is None and learned is None and gaussian is None:
-        raise ValueError("give at least one of exact, learned, gaussian")
-    for res, label in ((exact, "exact"), (learned, "learned"), (gaussian, "gaussian")):
+    """``name`` vs flow time: the forward (exact RG) flow as a line with a +-1 sigma band, the
+    learned flow as points with error bars, the Gaussian closed form as a dashed line (any of
+    the three may be None)."""
+    if forward is None and learned is None and gaussian is None:
+        raise ValueError("give at least one of forward, learned, gaussian")
+    for res, label in ((forward, "forward"), (learned, "learned"), (gaussian, "gaussian")):
         _check_result(res, name, label)
     fig, ax = _axes(ax)
     all_t = []
-    if exact is not None:
-        v, e = (np.asarray(x, dtype=np.float64) for x in exact[name])
-        line, = ax.plot(exact.t, v, "-", color="C0", lw=1.5, label=labels[0])
-        ax.fill_between(exact.t, v - e, v + e, color=line.get_color(), alpha=0.25, lw=0)
-        all_t.append(exact.t)
+    if forward is not None:
+        v, e = (np.asarray(x, dtype=np.float64) for x in forward[name])
+        line, = ax.plot(forward.t, v, "-", color="C0", lw=1.5, label=labels[0])
+        ax.fill_between(forward.t, v - e, v + e, color=line.get_color(), alpha=0.25, lw=0)
+        all_t.append(forward.t)
     if learned is not None:
         v, e = (np.asarray(x, dtype=np.float64) for x in learned[name])
         ax.errorbar(learned.t, v, yerr=e, fmt="o", ms=4, color="C3", capsize=2, lw=1,
@@ -164,7 +167,7 @@ def plot_flow_observable(name: str, exact=None, learned=None, gaussian=None, ax=
     return fig
 
 
-def plot_flow_panels(exact=None, learned=None, gaussian=None, names=("m_R_L", "Z", "lambda_R"),
+def plot_flow_panels(forward=None, learned=None, gaussian=None, names=("m_R_L", "Z", "lambda_R"),
                      *, fig=None, title: str | None = None):
     """One panel per observable (default m_R L, Z, lambda_R), as :func:`plot_flow_observable`."""
     names = [names] if isinstance(names, str) else list(names)
@@ -174,14 +177,14 @@ def plot_flow_panels(exact=None, learned=None, gaussian=None, names=("m_R_L", "Z
         fig = _new_figure((4.2 * len(names), 3.6))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
-        plot_flow_observable(name, exact, learned, gaussian, ax=ax)
+        plot_flow_observable(name, forward, learned, gaussian, ax=ax)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
 
 
 def plot_flow_deviations(deviations: Mapping[str, np.ndarray], t, ax=None, *, band: float = 3.0):
-    """Pulls (learned - exact)/sigma vs flow time per observable, with a +-``band`` sigma band."""
+    """Pulls (learned - forward)/sigma vs flow time per observable, with a +-``band`` sigma band."""
     fig, ax = _axes(ax)
     t = np.asarray(t, dtype=np.float64)
     for i, (name, dev) in enumerate(deviations.items()):
@@ -233,15 +236,15 @@ def plot_running_couplings(learned: Mapping[str, np.ndarray] | None, gaussian=No
 
 
 # --- two-point function ---------------------------------------------------------------------
-def plot_g2_flow(lattice, exact=None, learned=None, gaussian=None, t_indices=None, ax=None,
+def plot_g2_flow(lattice, forward=None, learned=None, gaussian=None, t_indices=None, ax=None,
                  *, log: bool = True):
-    """G2(p; t) vs phat^2 at selected flow times (one colour per t_k): exact (open circles),
+    """G2(p; t) vs phat^2 at selected flow times (one colour per t_k): forward (open circles),
     learned (crosses), Gaussian closed form (dashed line). ``t_indices``: indices into the
     flows' common t grid (default: first, middle and last)."""
-    results = [(r, lab) for r, lab in ((exact, "exact"), (learned, "learned"), (gaussian, "gaussian"))
+    results = [(r, lab) for r, lab in ((forward, "forward"), (learned, "learned"), (gaussian, "gaussian"))
                if r is not None]
     if not results:
-        raise ValueError("give at least one of exact, learned, gaussian")
+        raise ValueError("give at least one of forward, learned, gaussian")
     for res, label in results:
         _check_result(res, "g2", label)
         if tuple(np.shape(res.values["g2"])[1:]) != tuple(lattice.shape):
@@ -259,8 +262,8 @@ def plot_g2_flow(lattice, exact=None, learned=None, gaussian=None, t_indices=Non
     for j, k in enumerate(t_indices):
         color = f"C{j}"
         tk = t[k]
-        if exact is not None:
-            v, e = (np.asarray(a)[k].reshape(-1) for a in exact["g2"])
+        if forward is not None:
+            v, e = (np.asarray(a)[k].reshape(-1) for a in forward["g2"])
             ax.errorbar(x, v, yerr=e, fmt="o", mfc="none", ms=4, color=color, lw=0.8,
                         label=f"exact, t = {tk:.3g}")
         if learned is not None:

@@ -13,16 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from rgdist.analysis.fss import (
-    BINDER_STAR,
-    GAMMA_OVER_NU_ISING,
-    NU_ISING,
-    XI_OVER_N_STAR,
-    CriticalPoint,
-    PairCrossing,
-    Table,
-    resolve_source,
-)
+from rgdist.analysis.critical import BINDER_STAR, GAMMA_OVER_NU_ISING, NU_ISING, XI_OVER_N_STAR, CriticalPoint
+from rgdist.analysis.crossings import PairCrossing
+from rgdist.analysis.table import Table, resolve_source
 
 M2_LABEL = r"bare mass $m^2$ (lattice units, $a=1$)"
 LAM_LABEL = r"bare coupling $\lambda$ (lattice units, $a=1$)"

@@ -87,3 +87,67 @@ def test_bad_input_exit_code_2(run_dir, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], (argv, lines)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert sorted(p.name for p in run_dir.rglob("*")) == before_run
+
+
+# --------------------------------------------------------------------- a stored layout-1 run
+def _layout1_run(tmp_path):
+    """tests/data: the run directory skeleton (campaign.json, status/) of a tiny 2-point
+    campaign with flow data and a correction stage, and its results file, written by the
+    layout-1 writer (points/<id>/flow/exact/..., points/<id>/exact/...)."""
+    import shutil
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    run = tmp_path / "old"
+    shutil.copytree(data / "layout1_run", run)
+    shutil.copyfile(data / "layout1_results.h5", run / "results.h5")
+    return run
+
+
+def test_status_aggregate_and_plot_read_a_layout1_run(tmp_path):
+    import h5py
+    import numpy as np
+
+    from rgdist.io.aggregate_file import read_aggregate
+    from rgdist.io.results import read_results
+
+    run = _layout1_run(tmp_path)
+    with h5py.File(run / "results.h5", "r") as f:
+        assert int(f.attrs["rgdist_layout"]) == 1
+        pids = sorted(f["points"])
+        assert all("exact" in f["points"][p]["flow"] and "exact" in f["points"][p] for p in pids)
+    st = rgdist(["status", "old"], cwd=tmp_path)
+    assert st.returncode == 0, st.stderr[-3000:]
+    assert "not running; 2/2 points done; results.h5 written" in st.stdout
+    assert all(pid in st.stdout for pid in pids) and st.stderr.strip() == ""
+
+    out = rgdist(["aggregate", "old", "-o", "agg/old"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 grid points, 4 rows (point x source)" in out.stdout and out.stderr.strip() == ""
+    rows = list(csv.DictReader(open(tmp_path / "agg" / "old.csv")))
+    res = read_results(run / "results.h5")["points"]
+    assert sorted({r["point_id"] for r in rows}) == pids and len(rows) == 4
+    for r in rows:
+        for name, col in (("binder", "binder"), ("chi", "chi"), ("m2", "M2"), ("Z", "Z")):
+            v, e = res[r["point_id"]]["arrays"][f"estimates/{r['source']}/{name}"]
+            assert float(r[col]) == v and float(r[col + "_err"]) == e
+    h5 = read_aggregate(tmp_path / "agg" / "old.h5")
+    assert [str(s) for s in h5["tables"]["points"]["point_id"]] == [r["point_id"] for r in rows]
+
+    # the flow data come out under the layout-2 names, with the layout-1 values
+    with h5py.File(run / "results.h5", "r") as f:
+        for pid in pids:
+            arr = res[pid]["arrays"]
+            assert not any(k.startswith(("flow/exact", "exact/")) for k in arr)
+            for k in ("t", "m_R", "g2", "snapshots"):
+                assert np.array_equal(arr[f"flow/forward/{k}"], f[f"points/{pid}/flow/exact/{k}"][()],
+                                      equal_nan=True)
+            assert float(arr["correct/acceptance"]) == float(f[f"points/{pid}/exact/acceptance"][()])
+
+    out = rgdist(["plot", "old"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "note: " not in out.stdout, out.stdout  # every flow group is understood
+    plots = run / "plots"
+    for pid in pids:
+        for kind in ("panels", "deviations", "g2", "snapshots", "couplings"):
+            assert (plots / f"flow_{pid}_{kind}.png").stat().st_size > 1000

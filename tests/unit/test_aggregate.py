@@ -245,7 +245,7 @@ def _flow_arrays(K=3, N=4):
 
     t = np.linspace(0.0, 2.0, K)
     out = {}
-    for kind, shift in (("exact", 0.0), ("learned", 0.01), ("gaussian", 0.0)):
+    for kind, shift in (("forward", 0.0), ("learned", 0.01), ("gaussian", 0.0)):
         vals = {n: np.linspace(1.0, 2.0, K) + shift for n in ("m_R", "m_R_L", "Z", "lambda_R", "chi")}
         vals["g2"] = np.ones((K, N, N)) + shift
         errs = {n: (0.0 if kind == "gaussian" else 0.02) * np.ones_like(v) for n, v in vals.items()}

@@ -19,10 +19,10 @@ from rgdist.flow import (
     OBSERVABLES,
     FlowAccumulator,
     FlowResult,
-    accumulate_exact_flow,
+    accumulate_forward_flow,
     compare_flows,
     deviation_summary,
-    exact_flow,
+    forward_flow,
     flow_snapshots,
     gaussian_couplings,
     gaussian_flow,
@@ -73,13 +73,14 @@ class _DropSigma:
 
 
 @pytest.mark.parametrize("name", list(SCHEMES))
-def test_exact_flow_matches_gaussian_closed_form(free, name):
+def test_forward_flow_matches_gaussian_closed_form(free, name):
     lat, G, configs = free
     params, t_grid = SCHEMES[name]
     scheme = build_scheme(name, lat, **params)
-    ex = exact_flow(configs, scheme, t_grid, generator=torch.Generator().manual_seed(7),
-                    n_bins=N_BINS)
+    ex = forward_flow(configs, scheme, t_grid, generator=torch.Generator().manual_seed(7),
+                      n_bins=N_BINS)
     ga = gaussian_flow(lat, scheme, G, t_grid)
+    assert (ex.kind, ga.kind) == ("forward", "gaussian")
     devs = compare_flows(ga, ex, SCALARS)
     worst = deviation_summary(devs)
     assert max(worst.values()) < TOL, worst
@@ -121,17 +122,17 @@ def test_physical_units_of_measured_flow():
     configs = lat.colored_noise(G, 256, torch.Generator().manual_seed(3))
     scheme = build_scheme("carosso", lat, T=40.0, mu2=0.1)
     kw = dict(generator=torch.Generator().manual_seed(4), n_bins=8)
-    res = exact_flow(configs, scheme, [0.0, 1.0], L_phys=8.0, **kw)
+    res = forward_flow(configs, scheme, [0.0, 1.0], L_phys=8.0, **kw)
     v, e = res["m_R"]
     assert np.allclose(res["m_R_phys"][0], v) and np.allclose(res["m_R_phys"][1], e)  # L_phys = N
     assert np.allclose(res["m_R_L"][0], 8 * v) and np.allclose(res["m_R_L"][1], 8 * e)
-    res2 = exact_flow(configs, scheme, [0.0, 1.0], L_phys=4.0,
-                      generator=torch.Generator().manual_seed(4), n_bins=8)
+    res2 = forward_flow(configs, scheme, [0.0, 1.0], L_phys=4.0,
+                        generator=torch.Generator().manual_seed(4), n_bins=8)
     assert np.allclose(res2["m_R_phys"][0], 2 * v)                                   # a = 1/2
     assert np.allclose(res2["m_R_phys"][0] * 4.0, res2["m_R_L"][0])
 
 
-def test_exact_flow_at_t0_is_the_data_and_chunks_merge():
+def test_forward_flow_at_t0_is_the_data_and_chunks_merge():
     lat = Lattice(8)
     G = lat.free_propagator(M2)
     configs = lat.colored_noise(G, 300, torch.Generator().manual_seed(5))
@@ -143,16 +144,16 @@ def test_exact_flow_at_t0_is_the_data_and_chunks_merge():
         return torch.Generator().manual_seed(1000 + c)
 
     t_grid = [0.0, 1.0, 2.5]
-    full, snaps = accumulate_exact_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
-                                        batch_size=64, n_keep=2)
+    full, snaps = accumulate_forward_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
+                                          batch_size=64, n_keep=2)
     for key, value in direct.items():
         np.testing.assert_allclose(full.to_arrays()[f"k000/{key}"], value, rtol=1e-12)
     assert snaps.shape == (3, 2, 8, 8) and np.allclose(snaps[0], configs[:2].numpy())
     # two "ranks" with disjoint chunks, merged, equal the single pass
-    a, _ = accumulate_exact_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
-                                 batch_size=64, chunks=[0, 2, 4])
-    b, _ = accumulate_exact_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
-                                 batch_size=64, chunks=[1, 3])
+    a, _ = accumulate_forward_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
+                                   batch_size=64, chunks=[0, 2, 4])
+    b, _ = accumulate_forward_flow(configs, scheme, t_grid, generator=streams, n_bins=10,
+                                   batch_size=64, chunks=[1, 3])
     merged = FlowAccumulator.from_arrays(lat, a.to_arrays()).merge(b)
     for key, value in full.to_arrays().items():
         np.testing.assert_allclose(merged.to_arrays()[key], value, rtol=1e-12, atol=1e-300)
@@ -175,8 +176,8 @@ def test_learned_flow_with_exact_gaussian_score(name):
     params, t_grid = SCHEMES[name]
     scheme = build_scheme(name, lat, **params)
     configs = lat.colored_noise(G, N_CONFIGS, torch.Generator().manual_seed(11))
-    ex = exact_flow(configs, scheme, t_grid, generator=torch.Generator().manual_seed(12),
-                    n_bins=N_BINS)
+    ex = forward_flow(configs, scheme, t_grid, generator=torch.Generator().manual_seed(12),
+                      n_bins=N_BINS)
 
     def run(score_G, seed):
         return learned_flow(lambda phi, t: scheme.gaussian_score(phi, t, score_G), scheme,
@@ -263,27 +264,27 @@ def test_bad_inputs():
     scheme = build_scheme("carosso", lat, T=40.0, mu2=0.1)
     kw = dict(generator=torch.Generator().manual_seed(2), n_bins=4)
     with pytest.raises(ValueError, match=r"t_grid\[1\] = 41.0 lies outside \[0, T=40.0\]"):
-        exact_flow(configs, scheme, [0.0, 41.0], **kw)
+        forward_flow(configs, scheme, [0.0, 41.0], **kw)
     with pytest.raises(ValueError, match=r"t_grid\[0\] = -0.5"):
         gaussian_flow(lat, scheme, G, [-0.5])
     with pytest.raises(ValueError, match="m_R.*unknown.*'mass'"):
-        exact_flow(configs, scheme, [0.0], observables=["m_R", "mass"], **kw)
+        forward_flow(configs, scheme, [0.0], observables=["m_R", "mass"], **kw)
     with pytest.raises(ValueError, match="does not match the scheme's lattice"):
-        exact_flow(Lattice(4).colored_noise(Lattice(4).free_propagator(1.0), 8), scheme, [0.0], **kw)
+        forward_flow(Lattice(4).colored_noise(Lattice(4).free_propagator(1.0), 8), scheme, [0.0], **kw)
     with pytest.raises(ValueError, match="does not match the scheme's lattice"):
         gaussian_flow(Lattice(4), scheme, G, [0.0])
     with pytest.raises(ValueError, match="needs L_phys"):
-        exact_flow(configs, scheme, [0.0], observables=["m_R_phys"], **kw)
+        forward_flow(configs, scheme, [0.0], observables=["m_R_phys"], **kw)
     with pytest.raises(ValueError, match="L_phys"):
-        exact_flow(configs, scheme, [0.0], L_phys=-1.0, **kw)
+        forward_flow(configs, scheme, [0.0], L_phys=-1.0, **kw)
     with pytest.raises(ValueError, match="repeat"):
-        exact_flow(configs, scheme, [1.0, 1.0], **kw)
+        forward_flow(configs, scheme, [1.0, 1.0], **kw)
     with pytest.raises(ValueError, match="bins"):
-        exact_flow(configs, scheme, [0.0], bins=np.zeros(5, dtype=int), **kw)
+        forward_flow(configs, scheme, [0.0], bins=np.zeros(5, dtype=int), **kw)
     with pytest.raises(ValueError, match="n_bins"):
-        exact_flow(configs, scheme, [0.0], generator=torch.Generator(), n_bins=0)
+        forward_flow(configs, scheme, [0.0], generator=torch.Generator(), n_bins=0)
     with pytest.raises(ValueError, match="generator"):
-        exact_flow(configs, scheme, [0.0], generator=3, n_bins=4)
+        forward_flow(configs, scheme, [0.0], generator=3, n_bins=4)
     with pytest.raises(ValueError, match="solver"):
         learned_flow(lambda p, t: -p, scheme, 8, [0.0], n_steps=2, generator=torch.Generator(),
                      solver="rk4")

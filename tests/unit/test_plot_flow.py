@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgdist.flow import exact_flow, gaussian_couplings, gaussian_flow, learned_flow, compare_flows
+from rgdist.flow import compare_flows, forward_flow, gaussian_couplings, gaussian_flow, learned_flow
 from rgdist.lattice import Lattice
 from rgdist.plot.flow import (
     plot_flow_deviations,
@@ -30,8 +30,8 @@ def flows():
     for name, params, t in (("carosso", dict(T=10.0, mu2=0.1), [0.0, 1.0, 10.0]),
                             ("polchinski", dict(T=2.0, Lambda0=4.0, m02=1.0, mu2=0.1), [0.0, 1.0, 2.0])):
         sch = build_scheme(name, lat, **params)
-        ex = exact_flow(configs, sch, t, generator=torch.Generator().manual_seed(1), n_bins=8,
-                        n_keep=2)
+        ex = forward_flow(configs, sch, t, generator=torch.Generator().manual_seed(1), n_bins=8,
+                          n_keep=2)
         le = learned_flow(lambda p, tt, s=sch: s.gaussian_score(p, tt, G), sch, 64, t, n_steps=4,
                           generator=torch.Generator().manual_seed(2), batch_size=64, n_bins=8,
                           prior_G=G)
@@ -74,13 +74,13 @@ def test_observable_panels_and_deviations(flows, tmp_path):
     assert "m_R L" in axes[0].get_ylabel()
     assert axes[0].get_xscale() == "linear"
     _check_files(save_figure(fig, tmp_path / "panels"))
-    fig = plot_flow_observable("chi", exact=ex)
+    fig = plot_flow_observable("chi", forward=ex)
     assert _labelled(fig.axes[0])
     fig = plot_flow_deviations(compare_flows(ex, le), ex.t)
     assert _labelled(fig.axes[0])
     _check_files(save_figure(fig, tmp_path / "devs"))
     with pytest.raises(ValueError, match="no observable"):
-        plot_flow_observable("mass", exact=ex)
+        plot_flow_observable("mass", forward=ex)
     with pytest.raises(ValueError, match="at least one"):
         plot_flow_observable("chi")
 
