@@ -1,5 +1,5 @@
 """The exact correction stage of a campaign (``correct: {method: both}``): results.h5 holds
-points/<id>/exact/... (MH acceptance, ESS/n of the importance weights, corrected
+points/<id>/correct/... (MH acceptance, ESS/n of the importance weights, corrected
 observables), and a run killed inside the stage resumes to a bitwise identical file."""
 from __future__ import annotations
 
@@ -53,35 +53,35 @@ def _point_arrays(run_dir):
 def test_results_hold_the_exact_group(reference):
     _, run_dir = reference
     a = _point_arrays(run_dir)
-    acc, ess = float(a["exact/acceptance"]), float(a["exact/ess_fraction"])
+    acc, ess = float(a["correct/acceptance"]), float(a["correct/ess_fraction"])
     assert 0.0 <= acc <= 1.0
     assert 0.0 < ess <= 1.0
-    assert int(a["exact/n_proposals"]) == N_PROPOSALS
-    assert int(a["exact/nfe"]) == 2 * N_STEPS  # Heun: two score evaluations per step
+    assert int(a["correct/n_proposals"]) == N_PROPOSALS
+    assert int(a["correct/nfe"]) == 2 * N_STEPS  # Heun: two score evaluations per step
     steps = N_PROPOSALS // MH_CHAINS - 1
-    assert int(a["exact/mh_steps"]) + int(a["exact/mh_burn_in"]) == steps
+    assert int(a["correct/mh_steps"]) + int(a["correct/mh_burn_in"]) == steps
     # acceptance is a fraction of mh_steps * mh_chains decisions
-    k = acc * int(a["exact/mh_steps"]) * MH_CHAINS
+    k = acc * int(a["correct/mh_steps"]) * MH_CHAINS
     assert abs(k - round(k)) < 1e-9
     for name in ("m", "abs_m", "m2", "m4"):
-        tau, dtau = a[f"exact/mh_tau_int/{name}"]
+        tau, dtau = a[f"correct/mh_tau_int/{name}"]
         assert tau > 0 and dtau >= 0
-        n = int(a["exact/mh_steps"]) * MH_CHAINS
-        assert math.isclose(float(a[f"exact/mh_ess/{name}"]), n / (2 * tau), rel_tol=1e-12)
+        n = int(a["correct/mh_steps"]) * MH_CHAINS
+        assert math.isclose(float(a[f"correct/mh_ess/{name}"]), n / (2 * tau), rel_tol=1e-12)
     for src in ("reweight", "mh"):
         for name in ("abs_m", "m2", "chi", "binder"):
-            value, err = a[f"exact/{src}/{name}"]
+            value, err = a[f"correct/{src}/{name}"]
             assert np.isfinite(value) and np.isfinite(err) and err >= 0, (src, name)
         # chi = V <M^2> for the zero-field susceptibility of both ensembles
-        chi, m2 = a[f"exact/{src}/chi"][0], a[f"exact/{src}/m2"][0]
+        chi, m2 = a[f"correct/{src}/chi"][0], a[f"correct/{src}/m2"][0]
         assert math.isclose(chi, 64 * m2, rel_tol=1e-10), (src, chi, m2)
-        assert 0 <= a[f"exact/{src}/abs_m"][0] <= math.sqrt(m2) + 1e-12  # Jensen
+        assert 0 <= a[f"correct/{src}/abs_m"][0] <= math.sqrt(m2) + 1e-12  # Jensen
 
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_kill_in_exact_stage_and_resume_is_bitwise_identical(reference, tmp_path, count):
     camp, ref_dir = reference
-    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT=f"exact_chunk:{count}")
+    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT=f"correct_chunk:{count}")
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     assert not (tmp_path / "run" / "results.h5").exists()
     resumed = rgdist(["resume", "run"], cwd=tmp_path)
@@ -103,15 +103,15 @@ def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
     ref = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
     a = _point_arrays(tmp_path / "ref")
-    assert float(a["exact/defensive"]) == 0.5
-    k = int(a["exact/n_defensive"])
+    assert float(a["correct/defensive"]) == 0.5
+    k = int(a["correct/n_defensive"])
     assert abs(k - N_PROPOSALS / 2) < 4 * math.sqrt(N_PROPOSALS / 4)  # binomial, 4 sigma
-    assert 0 < float(a["exact/ess_fraction"]) <= 1 and 0 < float(a["exact/acceptance"]) < 1
-    assert int(a["exact/n_nonpositive_det"]) == 0
-    assert np.isfinite(float(a["exact/pareto_k"]))
+    assert 0 < float(a["correct/ess_fraction"]) <= 1 and 0 < float(a["correct/acceptance"]) < 1
+    assert int(a["correct/n_nonpositive_det"]) == 0
+    assert np.isfinite(float(a["correct/pareto_k"]))
     for src in ("reweight", "mh"):
-        assert np.isfinite(a[f"exact/{src}/chi"]).all()
-    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT="exact_chunk:1")
+        assert np.isfinite(a[f"correct/{src}/chi"]).all()
+    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT="correct_chunk:1")
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     resumed = rgdist(["resume", "run"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -131,5 +131,5 @@ def test_closed_form_jacobian_model_runs_beyond_the_generic_volume(tmp_path):
     out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     a = _point_arrays(tmp_path / "ref")
-    assert int(a["exact/vjp"]) == 0 and int(a["exact/n_nonpositive_det"]) == 0
-    assert 0 < float(a["exact/ess_fraction"]) <= 1 and np.isfinite(a["exact/reweight/chi"]).all()
+    assert int(a["correct/vjp"]) == 0 and int(a["correct/n_nonpositive_det"]) == 0
+    assert 0 < float(a["correct/ess_fraction"]) <= 1 and np.isfinite(a["correct/reweight/chi"]).all()

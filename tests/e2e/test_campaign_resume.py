@@ -113,6 +113,6 @@ def test_run_on_a_different_campaign_dir_is_bad_input(reference, tmp_path):
 
 def test_flow_observables_are_stored(reference):
     _, dig, _ = reference
-    for kind in ("exact", "learned", "gaussian"):
+    for kind in ("forward", "learned", "gaussian"):
         assert sum(k.endswith(f"flow/{kind}/m_R") for k in dig) == 4
     assert sum(k.endswith("flow/deviation/lambda_R") for k in dig) == 4

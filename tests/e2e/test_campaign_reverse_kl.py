@@ -56,7 +56,7 @@ def test_reverse_kl_campaign_reports_ess(reference):
     _, run_dir = reference
     (point,) = read_results(run_dir / "results.h5")["points"].values()
     a = point["arrays"]
-    assert 0.0 < float(a["exact/ess_fraction"]) <= 1.0
+    assert 0.0 < float(a["correct/ess_fraction"]) <= 1.0
     loss = np.asarray(a["results/train/loss"]) if "results/train/loss" in a else None
     assert loss is None or (len(loss) == 10 and np.isfinite(loss).all())
 

@@ -78,7 +78,7 @@ class CorrectStage(Stage):
             nfe, vjp, folds = flow.nfe, flow.vjp, folds + flow.n_nonpositive_det
             if source is not flow:
                 n_defensive += int((source.last_labels == 1).sum())
-            faults.maybe_kill("exact_chunk")
+            faults.maybe_kill("correct_chunk")
             env.report(progress=0.5 * (ci + 1) / n_chunks)
         phi, log_q = torch.cat(phis), torch.cat(log_qs)
         if not bool(torch.isfinite(phi).all()):
