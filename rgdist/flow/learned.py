@@ -48,7 +48,8 @@ from rgdist.flow.base import (
     chunk_ids,
     generator_for,
 )
-from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR, solve
+from rgdist.sample.ensemble import draw_chunk
+from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR
 
 #: scalar observables compared by default
 COMPARE_DEFAULT = ("m_R", "Z", "lambda_R", "chi", "binder", "xi2")
@@ -102,13 +103,11 @@ def accumulate_learned_flow(score_fn: Callable, scheme, n_samples: int, t_grid, 
     keep = None
     for c in chunk_ids(n_samples, batch_size, chunks):
         size = min(batch_size, n_samples - c * batch_size)
-        gen = generator_for(generator, c)
         G_dev = None if prior_G is None else prior_G.to(device=device)
-        phi_T = scheme.sample_prior(size, gen, G=prior_G, dtype=dtype, device=device,
-                                    zero_mode_pool=zero_mode_pool)
-        _, records = solve(score_fn, scheme, phi_T, times, solver=solver, generator=gen,
-                           record_times=t, denoise=False, G=G_dev,
-                           corrector_steps=corrector_steps, snr=snr)
+        _, records = draw_chunk(score_fn, scheme, size, generator_for(generator, c), times,
+                                solver=solver, prior_G=G_dev, zero_mode_pool=zero_mode_pool,
+                                record_times=t, denoise=False, dtype=dtype, device=device,
+                                corrector_steps=corrector_steps, snr=snr)
         keys = np.asarray(sorted(records), dtype=np.float64)
         bins = torch.arange(c * batch_size, c * batch_size + size, dtype=torch.int64) % n_bins
         snaps_c = []
