@@ -3,27 +3,11 @@
 Every chain is independent: one momentum refresh, one molecular-dynamics trajectory and one
 Metropolis accept/reject per chain and trajectory.
 
-Hamiltonian (pi the conjugate momentum field, M a positive operator diagonal in momentum space)
-
-    H(phi, pi) = 1/2 pi^T M^{-1} pi + S[phi],      pi ~ N(0, M),
-    d phi/dt = M^{-1} pi,   d pi/dt = F(phi) = -dS/dphi.
-
-* Plain HMC: M = 1.
-* Fourier acceleration: M has the eigenvalues M(p) = phat^2 + fa_mass2, so
-  1/2 pi^T M^{-1} pi = (1/2V) sum_p |pi~(p)|^2 / M(p), and pi = ifft(sqrt(M(p)) fft(xi)) with
-  xi white. Normalization: for the free theory with fa_mass2 = m2 every mode then oscillates
-  with the same angular frequency omega(p) = sqrt((phat^2 + m2)/M(p)) = 1, so a trajectory of
-  length pi/2 decorrelates every free mode at once, and the leapfrog stability bound is
-  step_size < 2 for all modes (plain HMC: step_size < 2/sqrt(4d + m2), set by the UV).
-
-Integrators (both symmetric, hence exactly reversible and volume preserving; both have
-energy error dH = O(step_size^2) at fixed trajectory length):
-
-* leapfrog: P(eps/2) Q(eps) P(eps/2)                    (1 force evaluation per step)
-* omelyan (2nd-order minimum norm):
-  P(l eps) Q(eps/2) P((1-2l) eps) Q(eps/2) P(l eps), l = 0.1931833275037836
-                                                       (2 force evaluations per step)
-with P(h): pi += h F(phi) and Q(h): phi += h M^{-1} pi. Adjacent P half steps are merged.
+Hamiltonian H(phi, pi) = 1/2 pi^T M^{-1} pi + S[phi] with pi ~ N(0, M): plain HMC has M = 1,
+Fourier acceleration M(p) = phat^2 + fa_mass2 (rgdist.lattice.kinetic, which also derives the
+normalization and the leapfrog stability bounds). Integrators leapfrog and omelyan:
+rgdist.lattice.integrators. Validation, dual averaging and state-dict checks shared with
+LocalMetropolis: rgdist.lattice.mcmc. The names moved there stay importable from here.
 
 Randomized trajectory length (``jitter``, on by default): every trajectory of every chain
 draws its own step size uniformly in [eps (1 - jitter), eps (1 + jitter)] from the sampler's
@@ -59,240 +43,49 @@ iterate is frozen the same way; sampling never adapts. Adaptation state is part 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
+from rgdist.lattice.integrators import INTEGRATORS, OMELYAN_LAMBDA, integrate
+from rgdist.lattice.kinetic import Kinetic
+from rgdist.lattice.mcmc import (
+    DualAveraging,
+    _jitter,
+    _positive_float,
+    _positive_int,
+    _scalar,
+    _unit_interval,
+    check_config,
+    check_keys,
+    check_sampler_args,
+    initial_fields,
+)
 from rgdist.seeding import generator_state, set_generator_state
 
-INTEGRATORS = ("leapfrog", "omelyan")
-OMELYAN_LAMBDA = 0.1931833275037836
+__all__ = [
+    "HMC", "DEFAULT_JITTER",
+    # re-exported from the modules split off (their old home was this module)
+    "INTEGRATORS", "OMELYAN_LAMBDA", "integrate", "Kinetic", "DualAveraging",
+    "check_config", "check_keys", "check_sampler_args", "initial_fields",
+]
+
 DEFAULT_JITTER = 0.3  # relative half-width of the per-trajectory step-size draw (module docstring)
-
-
-# --------------------------------------------------------------------------- validation
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _positive_float(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _unit_interval(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value}")
-    return value
-
-
-def _jitter(value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"jitter must be a number in [0, 1), got {value!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"jitter must be a number in [0, 1), got {value}")
-    return value
-
-
-def check_sampler_args(action, lattice, n_chains, generator, device, dtype) -> tuple:
-    """Validate what HMC and LocalMetropolis share; returns (n_chains, device, dtype)."""
-    if not isinstance(action, Phi4Action):
-        raise ValueError(f"action must be a Phi4Action, got {type(action).__name__}")
-    if not isinstance(lattice, Lattice):
-        raise ValueError(f"lattice must be a Lattice, got {type(lattice).__name__}")
-    if action.d != lattice.d:
-        raise ValueError(f"action.d = {action.d} does not match lattice.d = {lattice.d}")
-    n_chains = _positive_int("n_chains", n_chains)
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    device = torch.device(device)
-    if generator.device.type != device.type:
-        raise ValueError(
-            f"generator lives on {generator.device} but device is {device}; "
-            "make the generator on the sampler's device"
-        )
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    return n_chains, device, dtype
-
-
-def initial_fields(lattice: Lattice, n_chains: int, phi0, generator, device, dtype) -> torch.Tensor:
-    """phi0 (validated and copied) or, if None, a hot start: unit white noise per site."""
-    if phi0 is None:
-        return lattice.white_noise(n_chains, generator, device, dtype)
-    phi0 = lattice.check_field(phi0, "phi0")
-    if phi0.shape[0] != n_chains:
-        raise ValueError(f"phi0 must hold n_chains = {n_chains} fields, got {phi0.shape[0]}")
-    if not torch.isfinite(phi0).all():
-        raise ValueError("phi0 must be finite")
-    return phi0.detach().to(device=device, dtype=dtype).clone()
-
-
-def _scalar(x) -> np.ndarray:
-    return np.asarray(x)
-
-
-# --------------------------------------------------------------------------- kinetic term
-class Kinetic:
-    """Kinetic term 1/2 pi^T M^{-1} pi, M = 1 or M(p) = phat^2 + fa_mass2 (Fourier accel.)."""
-
-    def __init__(self, lattice: Lattice, mass: torch.Tensor | None = None):
-        self.lattice = lattice
-        self.mass = mass
-        if mass is not None:
-            self.inv_mass = 1.0 / mass
-            self.sqrt_mass = mass.sqrt()
-
-    @classmethod
-    def fourier(cls, lattice: Lattice, fa_mass2: float, device, dtype) -> "Kinetic":
-        return cls(lattice, lattice.phat2(device, dtype) + fa_mass2)
-
-    def draw(self, n: int, generator: torch.Generator, device, dtype) -> torch.Tensor:
-        """pi ~ N(0, M)."""
-        xi = self.lattice.white_noise(n, generator, device, dtype)
-        return xi if self.mass is None else self.lattice.filter(xi, self.sqrt_mass)
-
-    def velocity(self, pi: torch.Tensor) -> torch.Tensor:
-        """d phi / dt = M^{-1} pi."""
-        return pi if self.mass is None else self.lattice.filter(pi, self.inv_mass)
-
-    def energy(self, pi: torch.Tensor) -> torch.Tensor:
-        """1/2 pi^T M^{-1} pi per configuration."""
-        dims = tuple(range(1, pi.dim()))
-        return 0.5 * (pi * self.velocity(pi)).sum(dims)
-
-
-# --------------------------------------------------------------------------- integrators
-def _step_sizes(step_size, phi: torch.Tensor):
-    """A float > 0, or per-configuration steps (batch,) > 0 broadcast over the field axes."""
-    if not isinstance(step_size, torch.Tensor):
-        return _positive_float("step_size", step_size)
-    if step_size.shape != phi.shape[:1]:
-        raise ValueError(f"step_size as a tensor must have shape {tuple(phi.shape[:1])} "
-                         f"(one step per configuration), got {tuple(step_size.shape)}")
-    if not (torch.isfinite(step_size).all() and (step_size > 0).all()):
-        raise ValueError("step_size must hold finite numbers > 0")
-    return step_size.to(phi.dtype).view((-1,) + (1,) * (phi.dim() - 1))
-
-
-def integrate(
-    phi: torch.Tensor,
-    pi: torch.Tensor,
-    force: Callable[[torch.Tensor], torch.Tensor],
-    step_size: float | torch.Tensor,
-    n_steps: int,
-    integrator: str = "leapfrog",
-    velocity: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Molecular-dynamics trajectory of n_steps steps of size step_size; inputs untouched.
-
-    ``force(phi) = -dS/dphi``, ``velocity(pi) = M^{-1} pi`` (identity if None). Reversible:
-    integrate(*integrate(phi, pi) with pi -> -pi) returns (phi, -pi) up to round-off.
-    ``step_size`` is one number or a tensor of shape (batch,): one step per configuration.
-    """
-    if integrator not in INTEGRATORS:
-        raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
-    n_steps = _positive_int("n_steps", n_steps)
-    eps = _step_sizes(step_size, phi)
-    vel = velocity if velocity is not None else (lambda p: p)
-    if integrator == "leapfrog":
-        pi = pi + 0.5 * eps * force(phi)
-        for k in range(n_steps):
-            phi = phi + eps * vel(pi)
-            kick = eps if k < n_steps - 1 else 0.5 * eps
-            pi = pi + kick * force(phi)
-        return phi, pi
-    lam = OMELYAN_LAMBDA
-    pi = pi + lam * eps * force(phi)
-    for k in range(n_steps):
-        phi = phi + 0.5 * eps * vel(pi)
-        pi = pi + (1 - 2 * lam) * eps * force(phi)
-        phi = phi + 0.5 * eps * vel(pi)
-        kick = 2 * lam * eps if k < n_steps - 1 else lam * eps
-        pi = pi + kick * force(phi)
-    return phi, pi
-
-
-# --------------------------------------------------------------------------- adaptation
-class DualAveraging:
-    """Dual-averaging step-size adaptation on log(step) toward a target acceptance.
-
-    h_t = (1 - 1/(t + t0)) h_{t-1} + (target - a_t)/(t + t0),
-    log eps_t = mu - sqrt(t)/gamma * h_t,
-    log eps_bar_t = t^-kappa log eps_t + (1 - t^-kappa) log eps_bar_{t-1},
-    mu = log(10 eps_0); eps_t is used while adapting, eps_bar is the frozen result.
-    """
-
-    GAMMA, T0, KAPPA = 0.05, 10.0, 0.75
-    KEYS = ("t", "h", "log_eps", "log_eps_bar", "mu")
-
-    def __init__(self, step0: float, target: float, lo: float, hi: float):
-        self.target, self.lo, self.hi = target, math.log(lo), math.log(hi)
-        self.reset(step0)
-
-    def reset(self, step0: float) -> None:
-        self.t, self.h = 0, 0.0
-        self.log_eps = self.log_eps_bar = math.log(step0)
-        self.mu = math.log(10 * step0)
-
-    def update(self, accept_rate: float) -> float:
-        """Feed one mean acceptance; returns the next step to use."""
-        if not math.isfinite(accept_rate):
-            accept_rate = 0.0
-        self.t += 1
-        w = 1.0 / (self.t + self.T0)
-        self.h = (1 - w) * self.h + w * (self.target - accept_rate)
-        log_eps = self.mu - math.sqrt(self.t) / self.GAMMA * self.h
-        self.log_eps = min(max(log_eps, self.lo), self.hi)
-        eta = self.t ** (-self.KAPPA)
-        self.log_eps_bar = eta * self.log_eps + (1 - eta) * self.log_eps_bar
-        return math.exp(self.log_eps)
-
-    @property
-    def step(self) -> float:
-        return math.exp(self.log_eps)
-
-    @property
-    def final_step(self) -> float:
-        return math.exp(self.log_eps_bar)
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {k: _scalar(getattr(self, k)) for k in self.KEYS}
-
-    def load(self, d: dict) -> None:
-        self.t = int(d["t"])
-        for k in self.KEYS[1:]:
-            setattr(self, k, float(d[k]))
 
 
 # --------------------------------------------------------------------------- HMC
 class HMC:
     """Batched HMC of ``n_chains`` independent chains of ``action`` on ``lattice``.
 
-    ``phi0=None`` starts hot (unit white noise from ``generator``). See the module docstring
-    for the Hamiltonian, integrators, Fourier acceleration (fa_mass2 defaults to action.m2,
-    and must be given when m2 <= 0), the randomized trajectory length (``jitter`` in [0, 1),
-    default :data:`DEFAULT_JITTER`; 0 = fixed length) and the step-size adaptation (fixed
-    mean trajectory length; ``step_size`` is always the base step before jitter).
+    ``phi0=None`` starts hot (unit white noise from ``generator``). See the module docstrings
+    (this one and rgdist.lattice.kinetic / .integrators) for the Hamiltonian, integrators,
+    Fourier acceleration (fa_mass2 defaults to action.m2, and must be given when m2 <= 0),
+    the randomized trajectory length (``jitter`` in [0, 1), default :data:`DEFAULT_JITTER`;
+    0 = fixed length) and the step-size adaptation (fixed mean trajectory length;
+    ``step_size`` is always the base step before jitter).
     """
 
     def __init__(self, action: Phi4Action, lattice: Lattice, n_chains: int, *,
@@ -513,22 +306,3 @@ class HMC:
         self._dh_sum = as_t("stats/dH_sum", self.dtype)
         self._exp_mdh_sum = as_t("stats/exp_minus_dH_sum", self.dtype)
         self.adapter.load({k: d[f"adapt/{k}"] for k in DualAveraging.KEYS})
-
-
-def check_keys(d: dict, keys) -> None:
-    missing = sorted(set(keys) - set(d))
-    if missing:
-        raise ValueError(f"state dict lacks {missing}")
-
-
-def check_config(expected: dict[str, np.ndarray], d: dict) -> None:
-    """Raise ValueError if a state dict lacks keys or was made with another configuration."""
-    if not isinstance(d, dict):
-        raise ValueError(f"state dict must be a dict, got {type(d).__name__}")
-    for key, want in expected.items():
-        if key not in d:
-            raise ValueError(f"state dict lacks {key!r}")
-        got = np.asarray(d[key])
-        equal_nan = want.dtype.kind == "f" and got.dtype.kind == "f"
-        if got.shape != want.shape or not np.array_equal(got, want, equal_nan=equal_nan):
-            raise ValueError(f"state dict {key!r} = {got} does not match this sampler's {want}")
