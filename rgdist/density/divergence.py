@@ -9,12 +9,9 @@ Gaussian probes per evaluation (unbiased; its variance is reported). :func:`slog
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
-
-if TYPE_CHECKING:
-    from rgdist.density.field import FlowField
 
 
 def batched_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *,
@@ -55,10 +52,11 @@ class Divergence:
 
     div f = tr K_t + tr(M_t J_r): the first term in closed form (sum_p k_t(p)); the second
     exactly ((M * J_r).sum, M symmetric) or by Hutchinson, v^T M J_r v = (M v)^T J_r v, one
-    vector-Jacobian product of r per probe.
+    vector-Jacobian product of r per probe. ``flow``: the :class:`rgdist.density.field.FlowField`
+    (not imported here: the field module imports this one).
     """
 
-    def __init__(self, flow: FlowField, method: str, n_probes: int, probe: str, generator,
+    def __init__(self, flow, method: str, n_probes: int, probe: str, generator,
                  max_rows: int):
         self.flow, self.method, self.n_probes, self.probe = flow, method, n_probes, probe
         self.generator, self.max_rows = generator, max_rows
