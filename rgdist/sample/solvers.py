@@ -53,9 +53,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rgdist.catalog import SOLVERS  # the names shared with the campaign schema
 from rgdist.rg.schemes import Scheme
-
-SOLVERS = ("euler_maruyama", "exponential", "pc", "heun_ode")
 #: solvers accepted by :func:`solve` besides :data:`SOLVERS` (not offered to campaigns)
 EXTRA_SOLVERS = ("ancestral",)
 ALL_SOLVERS = SOLVERS + EXTRA_SOLVERS

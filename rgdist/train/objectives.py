@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import torch
 
+from rgdist.catalog import OBJECTIVES  # the names shared with the campaign schema
 from rgdist.density import (
     flow_with_logq,
     gaussian_log_density,
     has_exact_trace,
     prior_spectrum,
 )
-
-OBJECTIVES = ("dsm", "reverse_kl", "path")
 
 
 def check_objective(objective: str) -> str:

@@ -63,7 +63,7 @@ def test_round_trip_and_pointer(store):
     assert ptr["file_size"] == (store.directory / ptr["file"]).stat().st_size
     assert inspect_file(store.directory / ptr["file"])[1] == ptr["manifest_sha256"]
     with h5.open_h5(store.directory / ptr["file"], "r", Comm.serial()) as f:
-        assert h5.read_attrs(f)["rgdist_layout"] == 1
+        assert h5.read_attrs(f)["rgdist_layout"] == h5.LAYOUT_VERSION == 2
 
 
 def test_keep_k_pruning_and_no_partials(store):

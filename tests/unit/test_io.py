@@ -100,7 +100,7 @@ def test_write_owned_read_back_and_layout(tmp_path, serial_comm):
         assert back[n].dtype == a.dtype and back[n].shape == a.shape
         np.testing.assert_array_equal(back[n], a)
         assert stored_sums[n] == h5.array_checksum(a) == meta[n]["sha256"]
-    assert attrs == {"rgdist_layout": 1, "name": "φ⁴ run", "L": 16, "m2": -0.5, "ok": True,
+    assert attrs == {"rgdist_layout": h5.LAYOUT_VERSION, "name": "φ⁴ run", "L": 16, "m2": -0.5, "ok": True,
                      "labels": ["a", "βeta"], "grid": [0.1, 0.2]}
 
 
