@@ -151,7 +151,7 @@ HMC_INTEGRATORS = ("leapfrog", "omelyan")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-# -- densities of the probability-flow sampler (rgdist.correct.likelihood) ----------------------
+# -- densities of the probability-flow sampler (rgdist.density) ----------------------
 #: How the log-density of a sample is computed: "discrete" (exact density of the discrete map
 #: run), "trace" (continuous-time formula with the exact divergence tr(df/dphi)), "hutchinson"
 #: (stochastic trace estimator, any volume).

@@ -1,7 +1,9 @@
 """The ``rgdist`` command: argparse verbs mapped to library calls (no logic here).
 
 Exit codes (rgdist.exitcodes): 0 ok, 1 unexpected failure, 2 bad input,
-73 run directory locked by another live job, 75 pre-empted (checkpointed; re-queue me).
+73 run directory locked by another live job, 74 a checkpoint or results write failed
+(disk full, quota, read-only, vanished directory; resume once fixed),
+75 pre-empted (checkpointed; re-queue me).
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import sys
 
 from rgdist import exitcodes
 
-EPILOG = """exit codes: 0 ok, 1 failure, 2 bad input, 73 run directory locked, 75 pre-empted (re-queue)"""
+EPILOG = """exit codes: 0 ok, 1 failure, 2 bad input, 73 run directory locked,
+  74 write failed (disk full, quota, read-only, vanished directory), 75 pre-empted (re-queue)"""
 
 
 def _cmd_check_env(args) -> int:
@@ -38,18 +41,47 @@ def _cmd_validate(args) -> int:
     return exitcodes.OK
 
 
-def _cmd_run(args) -> int:
-    from rgdist.campaign.runner import run_campaign_cli
+def _run_and_report(campaign_file, run_dir, resume, points) -> int:
+    """`rgdist run` / `rgdist resume`: the campaign runner, then (root rank) the end-of-run
+    report on stdout or the pre-emption note on stderr."""
+    from rgdist.campaign.report import format_run_report, preempted_text
+    from rgdist.campaign.runner import run_from_cli
 
-    return run_campaign_cli(campaign_file=args.campaign, run_dir=args.run_dir, resume=False,
-                            points=args.points)
+    out = run_from_cli(campaign_file=campaign_file, run_dir=run_dir, resume=resume, points=points)
+    if out["status"] == "preempted":
+        if out["root"]:
+            print(preempted_text(out["run_dir"]), file=sys.stderr)
+    elif out["report"] is not None:
+        print(format_run_report(out["report"]))
+    return out["exit_code"]
+
+
+def _cmd_run(args) -> int:
+    if args.campaign is not None:
+        return _run_and_report(args.campaign, args.run_dir, False, args.points)
+    from rgdist import campaigns
+
+    with campaigns.as_file(campaigns.DEFAULT) as default:  # the packaged default, from any directory
+        return _run_and_report(str(default), args.run_dir, False, args.points)
+
+
+def _cmd_campaigns(args) -> int:
+    from rgdist import campaigns
+
+    if args.copy is not None:
+        target = campaigns.copy_to(args.copy, ".")
+        print(f"wrote {target}  (check it: rgdist validate {target.name}; run it: rgdist run {target.name})")
+        return exitcodes.OK
+    rows = campaigns.listing()
+    width = max(len(n) for n, _ in rows)
+    for name, desc in rows:
+        print(f"{name:<{width}}  {desc}")
+    print(f"\n`rgdist campaigns --copy NAME` writes NAME.yaml here; `rgdist run` alone runs {campaigns.DEFAULT}")
+    return exitcodes.OK
 
 
 def _cmd_resume(args) -> int:
-    from rgdist.campaign.runner import run_campaign_cli
-
-    return run_campaign_cli(campaign_file=None, run_dir=args.run_dir, resume=True,
-                            points=args.points)
+    return _run_and_report(None, args.run_dir, True, args.points)
 
 
 def _cmd_status(args) -> int:
@@ -98,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("run", _cmd_run, "run a campaign (no file: the built-in default campaign)",
+    sp = add("run", _cmd_run, "run a campaign (no file: the packaged default campaign)",
              "mpirun -n 2 rgdist run campaigns/default.yaml")
-    sp.add_argument("campaign", nargs="?", help="campaign YAML file")
+    sp.add_argument("campaign", nargs="?",
+                    help="campaign YAML file (default: the packaged default.yaml, see `rgdist campaigns`)")
     sp.add_argument("--run-dir", help="run directory (default: output.dir of the campaign)")
     sp.add_argument("--points", default=None, metavar="i/K",
                     help="only the grid points with index %% K == i (SLURM job arrays)")
@@ -115,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("status", _cmd_status, "per grid point: stage, progress, last checkpoint, errors",
              "rgdist status runs/default")
     sp.add_argument("run_dir")
+
+    sp = add("campaigns", _cmd_campaigns, "list the shipped campaign files, or copy one here to edit",
+             "rgdist campaigns --copy critical_scan")
+    sp.add_argument("--copy", metavar="NAME", default=None,
+                    help="write the shipped campaign NAME(.yaml) into the current directory (never overwrites)")
 
     sp = add("validate", _cmd_validate, "check a campaign file without running it",
              "rgdist validate campaigns/default.yaml")
@@ -148,7 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("check-env", _cmd_check_env, "report MPI, HDF5, torch, CUDA and threads",
              "mpirun -n 2 rgdist check-env")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--brief", action="store_true", help="accepted for scripts; same output")
 
     sp = add("bench", _cmd_bench, "run a benchmark script and print its JSON",
              "rgdist bench hmc --quick")
@@ -166,7 +203,7 @@ def main(argv=None) -> int:
     if args.verb is None:
         parser.print_help()
         return exitcodes.BAD_INPUT
-    from rgdist.errors import ConfigError, RunLockedError
+    from rgdist.errors import ConfigError, RunLockedError, StorageError, storage_failure
 
     try:
         return int(args.func(args) or 0)
@@ -178,3 +215,21 @@ def main(argv=None) -> int:
         return exitcodes.LOCKED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # a failing file system (disk full, quota, read-only, vanished directory): one line
+        # with the path and the fix; for run/resume also an OSError raised anywhere in the run
+        if args.verb in ("run", "resume"):
+            failure = storage_failure(exc)
+        else:
+            failure = exc if isinstance(exc, StorageError) else None
+        if failure is None:
+            raise
+        if failure.report:
+            print(f"error: {failure}", file=sys.stderr)
+        if failure.unclean and argv is None:  # the process entry point (not an in-process call):
+            import os  # end without finalization, which would free an HDF5 handle HDF5 cannot close
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exitcodes.IO_ERROR)
+        return exitcodes.IO_ERROR

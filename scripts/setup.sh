@@ -87,5 +87,5 @@ fi
 pipi --no-build-isolation --no-deps -e "$here"
 
 # 5. Report -----------------------------------------------------------------------
-"$py" -m rgdist check-env --brief || true
+"$py" -m rgdist check-env || true
 log "ready: $venv"

@@ -13,7 +13,6 @@ campaign and its own aggregate: crossings, chi peaks, critical line, plots);
 """
 from __future__ import annotations
 
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -30,7 +29,7 @@ from rgdist.campaign.rundir import (
 from rgdist.errors import ConfigError
 
 __all__ = ["RESOLVED", "assign_points", "select_points", "load_run_dir", "run_campaign",
-           "run_from_cli", "run_campaign_cli", "default_campaign_path"]
+           "run_from_cli"]
 
 
 def assign_points(n_points: int, rank: int, size: int, ranks_per_point="auto") -> tuple[int, list[int]]:
@@ -174,7 +173,7 @@ def run_from_cli(campaign_file=None, run_dir=None, resume=False, points=None, pr
             campaign = load_run_dir(Path(run_dir))
         else:
             if campaign_file is None:
-                campaign_file = str(default_campaign_path())
+                raise ConfigError("campaign", "no campaign file given (rgdist.cli runs the packaged default)")
             campaign = load_campaign(campaign_file)
             if run_dir is None:
                 run_dir = campaign.output.dir
@@ -230,25 +229,3 @@ def run_from_cli(campaign_file=None, run_dir=None, resume=False, points=None, pr
                   "aggregate": aggregate([str(run_dir)], None)}
     return {"exit_code": exitcodes.OK, "status": "done", "run_dir": run_dir, "root": comm.is_root,
             "report": report}
-
-
-def run_campaign_cli(campaign_file=None, run_dir=None, resume=False, points=None, progress=True) -> int:
-    """Entry of `rgdist run` / `rgdist resume` (kept for rgdist.cli): :func:`run_from_cli`,
-    then the end-of-run report on stdout or the pre-emption note on stderr (root rank)."""
-    from rgdist.campaign.report import format_run_report, preempted_text
-
-    out = run_from_cli(campaign_file, run_dir, resume, points, progress)
-    if out["status"] == "preempted":
-        if out["root"]:
-            print(preempted_text(out["run_dir"]), file=sys.stderr)
-    elif out["report"] is not None:
-        print(format_run_report(out["report"]))
-    return out["exit_code"]
-
-
-def default_campaign_path() -> Path:
-    here = Path(__file__).resolve().parent.parent / "campaigns" / "default.yaml"
-    if here.exists():
-        return here
-    repo = Path(__file__).resolve().parents[2] / "campaigns" / "default.yaml"
-    return repo

@@ -29,7 +29,10 @@ to an abandoned timeline: the pointer is the authority).
 
 Commit protocol: write ``.ckpt-T.h5.partial`` -> set ``complete`` -> close -> fsync ->
 rename to ``ckpt-T.h5`` -> atomically replace ``current.json`` -> prune.  A crash at any
-point leaves the previous pointer and file intact.
+point leaves the previous pointer and file intact.  A failing file system (disk full, quota,
+read-only, vanished or unwritable directory) raises :class:`rgdist.errors.StorageError`
+naming ``ckpt-T.h5`` (or ``current.json``) after removing the partial file (or the renamed
+file whose pointer switch failed): the previous checkpoint stays current.
 
 Loading: rank 0 tries the pointer target, then every ``ckpt-*.h5`` by descending tag,
 and takes the first that opens, has ``complete = 1`` and whose every dataset matches its
@@ -50,9 +53,10 @@ from typing import Any
 import numpy as np
 
 from rgdist import faults
-from rgdist.errors import CheckpointError
+from rgdist.errors import CheckpointError, StorageError, is_storage_errno
 from rgdist.io import h5
-from rgdist.io.atomic import atomic_write_json, fsync_dir, fsync_file, read_json
+from rgdist.io.atomic import (atomic_write_json, fsync_dir, fsync_file, guarded_h5_write, read_json,
+                              unlink_quietly)
 from rgdist.parallel.comm import Comm, world
 
 POINTER = "current.json"
@@ -60,6 +64,13 @@ ARRAYS_GROUP = "arrays"
 _FILE_RE = re.compile(r"^ckpt-(\d{8,})\.h5$")
 _PARTIAL_RE = re.compile(r"^\.ckpt-(\d{8,})\.h5\.partial$")
 _RANK_RE = re.compile(r"^rank(\d+)/")
+
+
+def _create_empty(path: Path) -> None:
+    """Create (or truncate) ``path`` with a plain ``open``: its OSError carries the errno and
+    the file name, which an HDF5 open failure does not."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.close(fd)
 
 
 def checkpoint_name(tag: int) -> str:
@@ -102,15 +113,6 @@ def inspect_file(path: str | os.PathLike) -> tuple[str | None, str | None]:
     except Exception as exc:  # noqa: BLE001 - any unreadable structure means a torn/corrupted file
         return f"unreadable ({type(exc).__name__}: {exc})", None
     return None, manifest_digest(manifest)
-
-
-def verify_file(path: str | os.PathLike, expected_digest: str | None = None) -> str | None:
-    """None if the checkpoint at ``path`` is intact (and its manifest digest equals
-    ``expected_digest`` when given), else the reason it is not."""
-    reason, digest = inspect_file(path)
-    if reason is None and expected_digest is not None and digest != expected_digest:
-        return "manifest differs from the pointer's manifest_sha256"
-    return reason
 
 
 class CheckpointStore:
@@ -186,18 +188,26 @@ class CheckpointStore:
             raise ValueError("; ".join(all_problems))
 
         partial = self.directory / f".{checkpoint_name(tag)}.partial"
-        error = None
+        final = self.path(tag)
+        failure, error = None, None
         if comm.is_root:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
+                _create_empty(partial)  # a read-only, vanished or full file system fails here, errno intact
             except OSError as exc:
-                error = f"{self.directory}: cannot create the checkpoint directory ({exc})"
-        error = comm.bcast(error)
+                if is_storage_errno(exc):
+                    failure = StorageError.from_oserror(exc, final).to_dict()
+                else:
+                    error = f"{self.directory}: cannot create the checkpoint directory ({exc})"
+        failure, error = comm.bcast([failure, error])
+        if failure:
+            raise StorageError(**failure, report=comm.is_root)
         if error:
             raise CheckpointError(error)
 
-        f = h5.open_h5(partial, "w", comm, self.driver, libver="v108")
-        try:
+        def write(keep):
+            f = h5.open_h5(partial, "w", comm, self.driver, libver="v108")
+            keep(f)
             meta = h5.write_owned(f, owned, comm, group=ARRAYS_GROUP)
             manifest = {n: m["sha256"] for n, m in meta.items()}
             h5.write_attrs(f, {"tag": tag, "attrs_json": attrs_json or "", "manifest_json":
@@ -205,28 +215,42 @@ class CheckpointStore:
                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, comm)
             if f is not None:
                 f.flush()
-            faults.maybe_kill("ckpt_write")  # kill tests: die with the data written, not yet complete
+            # kill tests: die with the data written, not yet complete; disk-fault tests: fail here
+            faults.maybe_fail("ckpt_write", partial)
             h5.write_attrs(f, {"complete": 1}, comm)
-        finally:
-            if f is not None:
-                f.close()
+            return meta, manifest
 
-        pointer, error = None, None
+        # a file-system failure: the partial file goes, the pointer is untouched
+        meta, manifest = guarded_h5_write(partial, final, h5.resolve_driver(comm, self.driver) == "mpio", write)
+
+        pointer, failure = None, None
         if comm.is_root:
             try:
                 pointer = self._commit(tag, partial, meta, manifest)
             except OSError as exc:
-                error = f"checkpoint {tag}: commit failed ({exc})"
-        pointer, error = comm.bcast([pointer, error])
-        if error:
-            raise CheckpointError(error)
+                if not is_storage_errno(exc):
+                    failure = {"error": f"checkpoint {tag}: commit failed ({exc})"}
+                else:
+                    failure = StorageError.from_oserror(exc).to_dict()
+        pointer, failure = comm.bcast([pointer, failure])
+        if failure and "error" in failure:
+            raise CheckpointError(failure["error"])
+        if failure:
+            raise StorageError(**failure, report=comm.is_root)
         return pointer
 
     def _commit(self, tag: int, partial: Path, meta: dict, manifest: dict) -> dict:
-        """Rank 0: fsync, rename into place, switch the pointer, prune."""
+        """Rank 0: fsync, rename into place, switch the pointer, prune.  On an OSError
+        (naming the file that failed) the new file is gone and the old pointer stays current."""
         final = self.path(tag)
-        fsync_file(partial)
-        os.replace(partial, final)
+        try:
+            fsync_file(partial)
+            os.replace(partial, final)
+        except OSError as exc:
+            unlink_quietly(partial)
+            if exc.errno is not None and exc.filename2 is None:  # (a failed rename names both)
+                exc.filename = os.fspath(final)
+            raise
         fsync_dir(self.directory)
         pointer = {
             "file": final.name, "tag": tag, "file_size": final.stat().st_size,
@@ -236,8 +260,17 @@ class CheckpointStore:
             "manifest_sha256": manifest_digest(manifest),
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        atomic_write_json(self.directory / POINTER, pointer)
-        self._prune(tag)
+        try:
+            atomic_write_json(self.directory / POINTER, pointer, fault_site="ckpt_pointer")
+        except OSError:
+            old = self.pointer()
+            if old is None or old.get("file") != final.name:  # never delete what the pointer names
+                unlink_quietly(final)
+            raise
+        try:
+            self._prune(tag)
+        except OSError:  # the new checkpoint is current; pruning is retried at the next save
+            pass
         return pointer
 
     def _prune(self, current: int) -> None:

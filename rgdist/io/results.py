@@ -1,8 +1,8 @@
-"""The campaign results file (layout version 1), written collectively at the end of a run.
+"""The campaign results file (layout version 2), written collectively at the end of a run.
 
 Layout::
 
-    /                         attrs: rgdist_layout=1, rgdist_version, schema_version,
+    /                         attrs: rgdist_layout=2, rgdist_version, schema_version,
                                      campaign (resolved configuration as JSON text), n_points
     /points/<point_id>/       attrs: index, shape, d, m2, lam, kappa, lam_h, point_id
         estimates/<source>/<name>   float64 [value, error]   (source: hmc | diffusion)
@@ -21,7 +21,7 @@ Layout::
             discretization          per mode, V / V_exact - 1 (solver, grid and step count)
             max_discretization      max |.| over the noised modes; limit (sample.max_bias)
             max_total, mean_total   of V / G - 1 (adds the truncation at t_min)
-        exact/...                   only with campaign exact.method != off:
+        correct/...                 only with campaign correct.method != off:
             ess_fraction            ESS/n of the importance weights w = exp(-S - log q)
             n_proposals, nfe, vjp, n_nonpositive_det   proposal count and cost per proposal
             reweight/<name>         float64 [value, error], self-normalized reweighting
@@ -29,7 +29,7 @@ Layout::
             mh_steps, mh_burn_in    recorded and discarded MH steps
             mh_tau_int/<series>     [tau_int, error] of m, abs_m, m2, m4 (MH steps)
             mh_ess/<series>         N / (2 tau_int)
-            mh_hmc_acceptance       hybrid only (exact.hmc_trajectories > 0)
+            mh_hmc_acceptance       hybrid only (correct.hmc_trajectories > 0)
             mh/<name>               float64 [value, error] of the MH chains
                                     (<name>: abs_m, m2, chi, binder, xi2)
         <extra>/...                 e.g. flow/... written by later stages
@@ -112,9 +112,51 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
     merged = {}
     for part in gathered:
         merged.update(part)
+    _write_file(Path(path), campaign, points, merged, local, comm)
+    return {pid: {"attrs": point_attrs(by_id[pid]), **merged[pid]} for pid in merged}
+
+
+def _write_file(path: Path, campaign, points: list, merged: dict, local: dict, comm) -> None:
+    """Write ``path.partial`` collectively, then (rank 0) fsync and rename it onto ``path``.
+
+    A failing file system (disk full, quota, read-only, vanished or unwritable directory)
+    raises rgdist.errors.StorageError naming ``path``; the partial file is removed and an
+    existing ``path`` keeps its old content.  The rank that sees a failure inside the
+    collective write raises at once (under MPI it aborts the job: the others may wait in a
+    collective it will not join); a failure of rank 0 alone (creating, renaming) reaches
+    every rank, and rank 0 reports it.
+    """
+    import os
+
+    from rgdist import faults
+    from rgdist.errors import StorageError, is_storage_errno
+    from rgdist.io.atomic import fsync_dir, fsync_file, guarded_h5_write, unlink_quietly
+    from rgdist.io.h5 import resolve_driver
+
     tmp = Path(str(path) + ".partial")
-    f = open_h5(tmp, "w", comm)
-    try:
+
+    def fail_together(exc: OSError | None) -> None:  # collective: rank 0's exception
+        failure = None
+        if exc is not None:
+            unlink_quietly(tmp)
+            failure = (StorageError.from_oserror(exc, path).to_dict() if is_storage_errno(exc)
+                       else {"error": f"{path}: {exc}"})
+        failure = comm.bcast(failure)
+        if failure and "error" in failure:
+            raise OSError(failure["error"])
+        if failure:
+            raise StorageError(**failure, report=comm.is_root)
+
+    exc = None
+    if comm.is_root:
+        try:  # a read-only, vanished or full file system fails here with its errno
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        except OSError as e:
+            exc = e
+    fail_together(exc)
+    def write(keep):
+        f = open_h5(tmp, "w", comm)
+        keep(f)
         write_owned(f, local, comm)
         write_attrs(f, {"rgdist_version": __version__, "schema_version": int(campaign.schema_version),
                         "campaign": json.dumps(campaign.to_dict(), sort_keys=True),
@@ -122,16 +164,20 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
         for p in points:
             if p.point_id in merged:
                 write_attrs(f, point_attrs(p), comm, path=f"points/{p.point_id}")
-    finally:
-        if f is not None:
-            f.close()
-    comm.barrier()
-    if comm.is_root:
-        import os
+        faults.maybe_fail("results_write", tmp)  # disk-fault tests: the data written, not yet closed
 
-        os.replace(tmp, path)
+    guarded_h5_write(tmp, path, resolve_driver(comm) == "mpio", write)
     comm.barrier()
-    return {pid: {"attrs": point_attrs(by_id[pid]), **merged[pid]} for pid in merged}
+    exc = None
+    if comm.is_root:
+        try:
+            fsync_file(tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            exc = e
+        else:
+            fsync_dir(path.parent if str(path.parent) else Path("."))
+    fail_together(exc)
 
 
 def read_results(path) -> dict:

@@ -285,11 +285,14 @@ def run_guarded(fn: Callable[[], T], comm: Comm | None = None) -> T:
     except BaseException as exc:
         if comm.size <= 1:
             raise
-        from rgdist.errors import ConfigError
+        from rgdist.errors import ConfigError, storage_failure
 
         if isinstance(exc, ConfigError):  # bad input found mid-run: one line, exit code 2
             sys.stderr.write(f"error: {exc}\n")
             comm.abort(2)
+        failure = storage_failure(exc)  # disk full, quota, read-only, vanished directory:
+        if failure is not None:  # one line from the rank that saw it, every rank exits 74
+            failure.abort(comm)
         text = traceback.format_exc()
         prefix = f"[rank {comm.rank}/{comm.size}] "
         sys.stderr.write("".join(prefix + line + "\n" for line in text.rstrip("\n").split("\n")))

@@ -12,7 +12,7 @@ import torch
 from rgdist.campaign import build
 from rgdist.campaign.point import PointContext, PointJob
 from rgdist.campaign.spec import parse_campaign
-from rgdist.campaign.stages import HMCStage, SampleStage, StageEnv, TrainStage, strip
+from rgdist.campaign.stages import CorrectStage, HMCStage, SampleStage, StageEnv, TrainStage, strip
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.parallel.comm import Comm
 from rgdist.seeding import torch_generator
@@ -162,3 +162,54 @@ def test_hybrid_hmc_keeps_the_configured_trajectory_length(campaign):
         got = build.hybrid_hmc_params(h, np.array([adapted, adapted]))
         assert got["n_steps"] == want and got["step_size"] == adapted
     assert abs(build.hybrid_hmc_params(h, np.array([0.12]))["n_steps"] * 0.12 - h.n_steps * h.step_size) <= 0.06
+
+
+CORRECT = {"method": "both", "n_proposals": 12, "batch_size": 4, "n_steps": 4, "mh_chains": 2}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def correct_stage(c, carry, reports=None, hmc_trajectories=0):
+    e = parse_campaign({**CAMPAIGN, "correct": {**CORRECT, "hmc_trajectories": hmc_trajectories}}).correct
+    trainer, scheme, G = trainer_for(c, carry)
+    trainer.load_state_dict(strip("trainer", carry))
+    hmc_params = build.hybrid_hmc_params(c.hmc, carry["hmc/step_size"]) if hmc_trajectories else None
+    return CorrectStage(e, env_for(c, reports), model=trainer.ema_model(), scheme=scheme, G=G,
+                        carry=carry, grid=c.sample.grid, t_min=c.scheme.t_min,
+                        n_bins=c.measure.n_bins, hmc_params=hmc_params)
+
+
+@pytest.mark.parametrize("hybrid", [0, 1])
+def test_correct_stage_restarted_after_an_interruption_is_bitwise(campaign, train_carry, hybrid):
+    """The correction stage keeps no intermediate state: a stage killed after its first chunk
+    of proposals and started again from its beginning gives the uninterrupted numbers."""
+    reports = []
+    whole = correct_stage(campaign, train_carry, reports, hybrid)
+    whole.restore(train_carry, 0)
+    out = run_to_end(whole)
+    fractions = [r["progress"] for r in reports]
+    assert fractions[:3] == [1 / 6, 2 / 6, 3 / 6] and fractions[-1] == 1.0  # 3 chunks, then MH
+    assert fractions == sorted(fractions)
+    assert int(out["results/correct/n_proposals"]) == CORRECT["n_proposals"]
+    assert 0 < float(out["results/correct/ess_fraction"]) <= 1
+    assert 0 <= float(out["results/correct/acceptance"]) <= 1
+    assert ("results/correct/mh_hmc_acceptance" in out) == bool(hybrid)
+    for name in ("abs_m", "m2", "chi", "binder", "xi2"):
+        for src in ("reweight", "mh"):
+            assert out[f"results/correct/{src}/{name}"].shape == (2,)
+    assert {k for k in train_carry if k.startswith("results/")} <= set(out)  # earlier results kept
+
+    def stop_after_first_chunk(**kw):
+        if kw.get("progress", 0) > 0:
+            raise Interrupted
+
+    cut = correct_stage(campaign, train_carry, None, hybrid)
+    cut.env.report = stop_after_first_chunk
+    cut.restore(train_carry, 0)
+    with pytest.raises(Interrupted):
+        cut.advance()
+    again = correct_stage(campaign, train_carry, None, hybrid)
+    again.restore(train_carry, 0)
+    same(run_to_end(again), out)
