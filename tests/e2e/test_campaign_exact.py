@@ -78,7 +78,7 @@ def test_results_hold_the_exact_group(reference):
         assert 0 <= a[f"correct/{src}/abs_m"][0] <= math.sqrt(m2) + 1e-12  # Jensen
 
 
-@pytest.mark.parametrize("count", [1, 2])
+@pytest.mark.parametrize("count", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_in_exact_stage_and_resume_is_bitwise_identical(reference, tmp_path, count):
     camp, ref_dir = reference
     killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT=f"correct_chunk:{count}")

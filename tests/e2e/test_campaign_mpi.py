@@ -14,12 +14,8 @@ pytestmark = [pytest.mark.e2e,
 
 
 @pytest.fixture(scope="module")
-def serial_reference(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("mpi_ref")
-    camp = write_tiny(tmp)
-    out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return camp, digest(tmp / "ref")
+def serial_reference(tiny_run):
+    return tiny_run.campaign, tiny_run.digest
 
 
 @pytest.mark.parametrize("ranks", [2, 3])

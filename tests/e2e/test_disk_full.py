@@ -75,12 +75,8 @@ def check_previous_checkpoint_current(point_dir: Path, failed_tag: int | None) -
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("disk_ref")
-    camp = write_tiny(tmp)
-    out = rgdist(["run", str(camp), "--run-dir", "ref"], cwd=tmp)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return camp, digest(tmp / "ref"), tmp / "ref"
+def reference(tiny_run):
+    return tiny_run.campaign, tiny_run.digest, tiny_run.run_dir
 
 
 @pytest.fixture

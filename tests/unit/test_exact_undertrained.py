@@ -81,6 +81,7 @@ def corrected(lat, action, proposal, n, n_chains, seed):
     return raw, rw, mh, lw
 
 
+@pytest.mark.slow  # ~100 s on 2 cores; the CI suite keeps test_exact_mh's interacting N = 8 correction
 def test_n8_undertrained_model_is_corrected():
     """Reference: fixed-length HMC (jitter 0), the one the seeds and chain layout above were
     calibrated against. With the jittered default HMC the reference moves within its errors
