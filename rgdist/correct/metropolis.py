@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rgdist.checks import check_positive_int as _pos_int
 from rgdist.correct.reweight import log_weights
 from rgdist.density import gaussian_log_density, ode_log_likelihood, ode_sample_with_logq
 from rgdist.lattice.action import Phi4Action
@@ -43,12 +44,6 @@ from rgdist.measure.stats import tau_int
 from rgdist.rg.schemes import Scheme
 
 SERIES = ("m", "abs_m", "m2", "m4")
-
-
-def _pos_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- proposals

@@ -19,8 +19,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from rgdist.checks import check_positive_int as check_pos_int  # the flows' name for it
 from rgdist.lattice.geometry import Lattice
 from rgdist.measure import ObservableAccumulator, observables as obs
+
 
 #: every observable a flow can report (``binder`` is the Binder cumulant U)
 OBSERVABLES = ("m_R", "m_R_L", "m_R_phys", "Z", "lambda_R", "chi", "chi_conn", "binder", "xi2",
@@ -102,12 +104,6 @@ def check_configs(configs, lattice: Lattice, name: str = "configs") -> torch.Ten
     if not configs.is_floating_point():
         raise ValueError(f"{name} must be floating point, got {configs.dtype}")
     return configs
-
-
-def check_pos_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # --- results ------------------------------------------------------------------------------

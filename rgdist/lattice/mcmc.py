@@ -9,40 +9,14 @@ import math
 import numpy as np
 import torch
 
+from rgdist.checks import check_positive_float as _positive_float
+from rgdist.checks import check_positive_int as _positive_int
+from rgdist.checks import check_unit_interval as _unit_interval
 from rgdist.lattice.action import Phi4Action
 from rgdist.lattice.geometry import Lattice
 
 
 # --------------------------------------------------------------------------- validation
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _positive_float(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _unit_interval(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value}")
-    return value
-
-
 def _jitter(value) -> float:
     try:
         value = float(value)

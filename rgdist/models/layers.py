@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgdist.catalog import DTYPES as _DTYPE_NAMES
+from rgdist.checks import check_positive_int  # noqa: F401  (re-exported to the model modules)
 from rgdist.lattice.geometry import Lattice
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -274,12 +275,6 @@ def init_generator(init_seed: int, generator: torch.Generator | None) -> torch.G
         raise ValueError(f"generator must be a torch.Generator or None, got "
                          f"{type(generator).__name__}")
     return generator
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class ScoreModel(nn.Module):

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from rgdist.checks import check_positive_int as _check_pos_int
 from rgdist.rg.schemes import Scheme
 from rgdist.sample.solvers import ALL_SOLVERS, DEFAULT_SNR, ScoreFn, solve
 from rgdist.seeding import torch_generator
@@ -40,12 +41,6 @@ def n_chunks(n_samples: int, batch_size: int) -> int:
 def chunk_streams(master_seed: int, *path: int | str, device="cpu") -> Callable[[int], torch.Generator]:
     """chunk index -> torch_generator(master_seed, *path, "chunk", index)."""
     return lambda c: torch_generator(master_seed, *path, "chunk", int(c), device=device)
-
-
-def _check_pos_int(name, value):
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 def _streams(seed_streams, device) -> Callable[[int], torch.Generator]:

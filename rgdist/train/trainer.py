@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from rgdist.catalog import KL_GRIDS, KL_INTEGRATORS, LR_SCHEDULES, MAX_KL_STEPS, TRAIN_DEFAULTS
+from rgdist.checks import check_positive_int as _int
 from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
@@ -51,11 +52,6 @@ from rgdist.train.objectives import (
 
 AMP_MODES = ("off", "bf16")
 NAN_POLICIES = ("rollback", "raise")
-
-
-def _int(name, v, minimum):
-    if isinstance(v, bool) or not hasattr(v, "__index__") or int(v) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
 
 
 def _float(name, v, lo, hi=math.inf, lo_open=False):

@@ -95,6 +95,7 @@ DEFENSIVE = CAMPAIGN.replace("name: tinyexact", "name: tinydefensive").replace(
     "mh_chains: 4}", "mh_chains: 4, integrator: implicit, defensive: 0.5}")
 
 
+@pytest.mark.slow  # ~25 s (suite time)
 def test_defensive_mixture_with_implicit_flow_and_resume(tmp_path):
     """correct.defensive: half the proposals come from the measured Gaussian; the results record
     the fraction and the count drawn from it, and a kill in the stage resumes bitwise."""

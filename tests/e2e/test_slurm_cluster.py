@@ -286,6 +286,7 @@ def check_requeued_once(info: dict, log: str, job: str, rep: str) -> None:
         assert needle in log, (needle, rep)
 
 
+@pytest.mark.slow  # ~30 s; the CI suite keeps the array-task re-queue test on the real Slurm
 def test_preempt_requeue_resume(cluster, tiny, tmp_path):
     """2 ranks over 2 grid points: 2 groups of one rank (a sub-communicator each), pre-empted
     while both train; the re-queued job resumes both points from their checkpoints."""

@@ -55,7 +55,7 @@ def test_rows_and_owned_datasets_written_per_rank_read_back_everywhere(tmp_path_
     for r in range(comm.size):
         np.testing.assert_array_equal(got[f"state/rank{r}/phi"], np.full((2, 2), r, dtype=np.int32))
     np.testing.assert_array_equal(got["state/model/w"], np.linspace(0, 1, 5))
-    assert attrs == {"rgdist_layout": 1, "ranks": comm.size, "who": "rank 0"}  # rank 0's value
+    assert attrs == {"rgdist_layout": h5.LAYOUT_VERSION, "ranks": comm.size, "who": "rank 0"}  # rank 0's value
     assert sums == {n: m["sha256"] for n, m in meta.items()}
 
 

@@ -92,6 +92,7 @@ def check_scan(table, diag, grid, label):
     return cp
 
 
+@pytest.mark.slow  # ~20 s (suite time)
 def test_hmc_scan_small_binder_crossing():
     """N = 12, 24 at 5 points (about 30 s on one core).  N = 12 rather than 8: the 8/16
     crossing sits at U ~ 0.52, too close to the acceptance bound for a quick check."""

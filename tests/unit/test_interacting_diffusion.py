@@ -243,6 +243,7 @@ SMALL = PointConfig(N=8, m2=-1.27, seed=1, data_chains=128, ref_chains=256, n_th
                     n_sample=2048, sampler_steps=200, sample_batch=1024)
 
 
+@pytest.mark.slow  # ~50 s on 2 cores (suite time); the acceptance version below is slow too
 def test_interacting_diffusion_reproduces_hmc_small():
     """N = 8 near the critical point: fewer configurations, steps and channels (< ~90 s)."""
     check_point(run_point(SMALL))

@@ -56,6 +56,7 @@ def fresh_ess(trainer, action, n, seed):
     return kish_ess_fraction(log_w)
 
 
+@pytest.mark.slow  # ~55 s; the CI suite trains by reverse KL in tests/e2e/test_campaign_reverse_kl.py
 def test_free_theory_reverse_kl_n8():
     """The CI-sized version (300 steps at batch 256, ~1.5 core-min): measured ESS/n 0.983 on
     fresh draws; the acceptance target 0.99 is met at N = 16 with 600 steps (slow test below,
