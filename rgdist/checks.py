@@ -2,8 +2,9 @@
 names the argument and what is allowed.
 
 Imports nothing of rgdist (any layer may use it). The campaign layer validates its sections
-itself (rgdist.campaign.rules: ConfigError naming the key path, exit 2) and passes checked
-values, so a ValueError from here means a library caller's mistake.
+itself (rgdist.campaign.rules: ConfigError naming the key path, exit 2; the rules shared with
+the classes live in rgdist.catalog, whose ParameterError the schema turns into ConfigError) and
+passes checked values, so a ValueError from here means a library caller's mistake.
 """
 from __future__ import annotations
 
