@@ -22,13 +22,14 @@ actually run is off by O(h^4) (measured in tests/unit/test_flow_baseline.py).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as step_checkpoint
 
+from rgdist.density import gaussian_log_density
+from rgdist.density.steps import rk4_step
 from rgdist.flow.baseline.checks import check_pos_float, check_pos_int
 from rgdist.flow.baseline.field import BaselineField
 from rgdist.lattice import Lattice, Phi4Action
@@ -63,25 +64,18 @@ class BaselineCNF(nn.Module):
 
     def prior_log_prob(self, phi: torch.Tensor) -> torch.Tensor:
         """log p0(phi) in closed form (module docstring), float64, shape (B,)."""
-        lat = self.lattice
-        lat.check_field(phi)
-        C0 = self.prior_spectrum(phi.device)
-        X = lat.fft(phi.to(torch.float64))
-        sites = tuple(range(1, lat.d + 1))
-        quad = ((X.real ** 2 + X.imag ** 2) / C0).sum(sites) / lat.volume
-        return -0.5 * quad - 0.5 * torch.log(2 * math.pi * C0).sum()
+        return gaussian_log_density(phi.to(torch.float64), self.prior_spectrum(phi.device), self.lattice)
 
     # ------------------------------------------------------------------ integration
     def _rk4_step(self, phi, ell, tau: float, h: float):
-        """One classical RK4 step of the augmented state (phi, l), dl/dtau = div v."""
-        f = self.field.divergence
-        k1, d1 = f(phi, tau)
-        k2, d2 = f(phi + (0.5 * h) * k1, tau + 0.5 * h)
-        k3, d3 = f(phi + (0.5 * h) * k2, tau + 0.5 * h)
-        k4, d4 = f(phi + h * k3, tau + h)
-        phi = phi + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
-        ell = ell + (h / 6) * (d1 + 2 * d2 + 2 * d3 + d4).to(ell.dtype)
-        return phi, ell
+        """One classical RK4 step (rgdist.density.steps.rk4_step) of the augmented state
+        (phi, l), dl/dtau = div v."""
+        def field(x, t):
+            v, div = self.field.divergence(x, t)
+            return v, div, 0.0
+
+        phi, integral, _ = rk4_step(field, phi, tau, tau + h)
+        return phi, ell + integral.to(ell.dtype)
 
     def integrate(self, phi0: torch.Tensor, *, n_steps: int | None = None,
                   checkpoint: bool = False,
