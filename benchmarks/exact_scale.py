@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from rgdist.correct import FlowProposal, WeightedAccumulator, log_weights, pareto_k
+from rgdist.flow.baseline import BaselineCNF, BaselineTrainConfig, BaselineTrainer
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.models import build_model
 from rgdist.rg import build_scheme
@@ -45,14 +46,44 @@ ROWS = {  # name: (N, m2, lam, train steps, proposals)
     "critical_N64": (64, -1.27, 1.0, 60, 256),
     "gerdes_L64": (64, -4.0, 4.398, 60, 256),
 }
+# the flow baseline (rgdist.flow.baseline, reverse KL from the action alone, no HMC data):
+# name: (N, m2, lam, train steps, proposals)
+BASELINE_ROWS = {
+    "baseline_critical_N16": (16, -1.27, 1.0, 700, 2048),
+    "baseline_gerdes_L32": (32, -4.0, 4.572, 200, 1024),
+}
 
 
 def z(a, b) -> float:
     return (a[0] - b[0]) / math.hypot(a[1], b[1])
 
 
+def train_baseline(lat, action, steps, a):
+    """The flow baseline trained by reverse KL: (cnf, train_core_s, status)."""
+    cnf = BaselineCNF(lat, m0_sq=a.baseline_m0_sq, n_steps=a.baseline_rk4, channels=8,
+                      radius=1, global_channels=4, init_seed=1)
+    cfg = BaselineTrainConfig(steps=steps, batch_size=a.baseline_batch, lr=2e-3, warmup=20)
+    trainer = BaselineTrainer(cnf, action, cfg, generator=gen(3))
+    t0 = time.perf_counter()
+    trainer.fit(callback=lambda i, info: i % 50 == 0 and log(
+        f"  step {i}: loss {info['loss']:.4f} batch ESS/n {info['ess']:.3f}"))
+    status = "ok" if trainer.skipped == 0 else f"{trainer.skipped} steps skipped (not finite)"
+    return cnf, (time.perf_counter() - t0) * a.threads, status
+
+
+def sample_baseline(cnf, n_prop, action, batch=256):
+    """n_prop draws of the baseline and their log-weights (log q by the exact divergence)."""
+    g, phis, lws = gen(4), [], []
+    with torch.no_grad():
+        for start in range(0, n_prop, batch):
+            phi, lq = cnf.sample(min(batch, n_prop - start), g)
+            phis.append(phi)
+            lws.append(cnf.log_weights(phi, lq, action))
+    return torch.cat(phis), torch.cat(lws)
+
+
 def row(name, a) -> dict:
-    N, m2, lam, steps, n_prop = ROWS[name]
+    N, m2, lam, steps, n_prop = ROWS[name] if name in ROWS else BASELINE_ROWS[name]
     steps = a.train_steps or steps
     n_prop = a.proposals or n_prop
     lat, action = Lattice(N), Phi4Action(m2, lam)
@@ -60,6 +91,9 @@ def row(name, a) -> dict:
     h, ref, kept = hmc_cost(N, traj_length=math.pi / 2, fourier=True, n_chains=a.chains,
                             n_therm=a.therm, n_traj=a.hmc_traj, threads=a.threads, seed=7,
                             keep_every=a.keep, m2=m2, lam=lam, fa_mass2=0.1)
+    if name in BASELINE_ROWS:
+        return finish_row(name, a, lat, action, h, ref, steps, n_prop, *baseline_parts(
+            lat, action, steps, n_prop, a))
     data = torch.cat(kept)
     G = measured_spectrum(data, lat)
     scheme = build_scheme("vp", lat)
@@ -84,11 +118,28 @@ def row(name, a) -> dict:
     phi, log_q = flow.sample(n_prop, gen(4))
     prop_core_s = (time.perf_counter() - t0) * a.threads / n_prop
     lw = log_weights(phi, log_q, action)
+    return finish_row(name, a, lat, action, h, ref, steps, n_prop, phi, lw, prop_core_s,
+                      train_core_s, status, 4 * a.kl_steps, "trace + path objective")
+
+
+def baseline_parts(lat, action, steps, n_prop, a):
+    log(f"baseline: reverse-KL training, {steps} steps")
+    cnf, train_core_s, status = train_baseline(lat, action, steps, a)
+    log(f"baseline: {n_prop} proposals")
+    t0 = time.perf_counter()
+    phi, lw = sample_baseline(cnf, n_prop, action)
+    prop_core_s = (time.perf_counter() - t0) * a.threads / n_prop
+    return phi, lw, prop_core_s, train_core_s, status, 4 * cnf.n_steps, "flow baseline (CNF)"
+
+
+def finish_row(name, a, lat, action, h, ref, steps, n_prop, phi, lw, prop_core_s,
+               train_core_s, status, nfe, model) -> dict:
+    N, m2, lam = lat.shape[0], action.m2, action.lam
     ess = kish_ess_fraction(lw)
     rw = WeightedAccumulator(lat, 32).update(phi, lw, torch.arange(n_prop) % 32).estimate()
     cost = prop_core_s / max(ess, 1e-12) + train_core_s / AMORTIZE
     out = {"name": name, "N": N, "m2": m2, "lam": lam, "ess_fraction": ess,
-           "pareto_k": pareto_k(lw), "nfe": 4 * a.kl_steps, "z_chi": z(rw["chi"], ref["chi"]),
+           "pareto_k": pareto_k(lw), "nfe": nfe, "model": model, "z_chi": z(rw["chi"], ref["chi"]),
            "z_binder": z(rw["binder"], ref["binder"]), "cost_per_indep_s": cost,
            "best_hmc_cost_per_indep_s": h["cost_chi"], "cost_ratio_vs_best_hmc": cost / h["cost_chi"],
            "train_core_s": train_core_s, "train_steps": steps, "proposals": n_prop,
@@ -104,7 +155,11 @@ def row(name, a) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--rows", nargs="+", default=list(ROWS),
+                    choices=list(ROWS) + list(BASELINE_ROWS))
+    ap.add_argument("--baseline-rk4", type=int, default=20, help="RK4 steps of the baseline")
+    ap.add_argument("--baseline-batch", type=int, default=64)
+    ap.add_argument("--baseline-m0-sq", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--chains", type=int, default=32)
     ap.add_argument("--therm", type=int, default=200)
@@ -115,9 +170,13 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=0, help="0: the row's default")
     ap.add_argument("--proposals", type=int, default=0, help="0: the row's default")
     ap.add_argument("--out", default="benchmarks/results/exact_scale.json")
+    ap.add_argument("--keep-rows", action="store_true",
+                    help="keep the rows of --out that are not run now")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rows = []
+    if Path(a.out).exists() and a.keep_rows:  # replace only the rows run now
+        rows = [r for r in json.loads(Path(a.out).read_text()) if r["name"] not in a.rows]
     for name in a.rows:
         rows.append(row(name, a))
         Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")  # kept after every row

@@ -50,6 +50,10 @@ class PointContext:
     report: object = None  # callable(dict) for status/progress, or None
     log: object = None  # callable(str)
     timings: dict = field(default_factory=dict)
+    #: model.scope grid: the trained rgdist.campaign.gridscope.SharedModel of the point's
+    #: lattice size and the point's index in it (the train stage is then the shared one)
+    shared: object = None
+    shared_index: int = -1
 
 
 class PointJob:
@@ -137,10 +141,12 @@ class PointJob:
         return True
 
     # ------------------------------------------------------------------ pipeline
-    def run(self) -> dict:
+    def run(self, stop_at: str | None = None) -> dict:
+        """Run to the end (or until the pipeline reaches stage ``stop_at``); returns the
+        point's results (the hand-over so far in ``self.arrays`` when stopped early)."""
         if not self.resume():
             self.stage, self.step = "hmc", 0
-        while self.stage != "done":
+        while self.stage != "done" and self.stage != stop_at:
             t0 = time.perf_counter()
             self._run_stage()
             self.ctx.timings[self.stage] = self.ctx.timings.get(self.stage, 0.0) + time.perf_counter() - t0
@@ -151,6 +157,9 @@ class PointJob:
         """Build the current stage, restore it, step it to the end with checkpoints, and
         hand its results over to the next stage (checkpointed at the change)."""
         name = self.stage
+        if name == "train" and self.ctx.shared is not None:
+            self._shared_train()
+            return
         stage = self._build(name)
         stage.restore(self.arrays, self.step)
         self.step = stage.step
@@ -174,6 +183,18 @@ class PointJob:
         self._report(progress=0.0)
         self.checkpoint({}, force=True)
 
+    def _shared_train(self) -> None:
+        """scope grid: the point's train stage is the shared training (done before this);
+        keep the point's own loss contribution and move on to sampling."""
+        c = self.ctx.campaign
+        scheme = build.scheme_for(c.scheme, self.lattice)
+        G = measured_spectrum(torch.as_tensor(self.arrays["data/configs"]), self.lattice)
+        self._diagnostics(scheme, G)
+        self.arrays = {**self.arrays, **self.ctx.shared.point_results(self.ctx.shared_index)}
+        self.stage, self.step = "sample", 0
+        self._report(progress=0.0)
+        self.checkpoint({}, force=True)
+
     # ---- building the stages from their config sections ---------------------------------
     def _env(self) -> StageEnv:
         return StageEnv(lattice=self.lattice, action=self.action, comm=self.ctx.comm,
@@ -184,6 +205,11 @@ class PointJob:
         c, env = self.ctx.campaign, self._env()
         if name == "hmc":
             return HMCStage(c.hmc, env, n_bins=c.measure.n_bins)
+        if self.ctx.shared is not None:
+            scheme = build.scheme_for(c.scheme, self.lattice)
+            model, G = self.ctx.shared.model_for(c, self.lattice, scheme, self.ctx.point.m2,
+                                                 self.ctx.point.lam, self.ctx.device)
+            return self._build_sampling(name, model, scheme, G)
         trainer, scheme, G = self._trainer()
         if name == "train":
             d = self._diagnostics(scheme, G)  # before any training: a bad scheme stops here
@@ -193,7 +219,11 @@ class PointJob:
                       f"{float(d['sampler_bias/max_discretization']):.3g}")
             return TrainStage(trainer, env)
         trainer.load_state_dict(strip("trainer", self.arrays))
-        model = trainer.ema_model()
+        return self._build_sampling(name, trainer.ema_model(), scheme, G)
+
+    def _build_sampling(self, name: str, model, scheme, G):
+        """The sample or correct stage of ``model`` (EMA weights) on the point's spectrum G."""
+        c, env = self.ctx.campaign, self._env()
         if name == "sample":
             from rgdist.campaign.diagnostics import nonfinite_message
 

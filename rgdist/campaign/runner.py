@@ -107,15 +107,26 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     results: dict = {}
     timings: dict = {}
     t_start = time.perf_counter()
+    def make_ctx(p, shared=None, shared_index=-1):
+        store = CheckpointStore(run_dir / "points" / p.point_id, sub, keep=campaign.checkpoint.keep)
+        return PointContext(campaign=campaign, point=p, comm=sub, store=store, device=device,
+                            preempt=preempt, report=reporter.callback(p.point_id), log=log,
+                            timings=timings.setdefault(p.point_id, {}), shared=shared,
+                            shared_index=shared_index)
+
     try:
-        for i in mine:
-            p = points[i]
-            store = CheckpointStore(run_dir / "points" / p.point_id, sub, keep=campaign.checkpoint.keep)
-            ctx = PointContext(campaign=campaign, point=p, comm=sub, store=store, device=device,
-                               preempt=preempt, report=reporter.callback(p.point_id), log=log,
-                               timings=timings.setdefault(p.point_id, {}))
+        if campaign.model.scope == "grid":
+            from rgdist.campaign.gridscope import run_points
+
             try:
-                results[p.point_id] = PointJob(ctx).run()
+                results = run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log)
+            except Preempted as exc:
+                log(f"pre-empted during the {exc} phase of the grid model; checkpoint written")
+                status = "preempted"
+        for i in (mine if campaign.model.scope == "point" else ()):
+            p = points[i]
+            try:
+                results[p.point_id] = PointJob(make_ctx(p)).run()
             except Preempted:
                 log(f"pre-empted during point {p.point_id}; checkpoint written")
                 status = "preempted"

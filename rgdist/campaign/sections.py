@@ -240,6 +240,9 @@ class ModelSpec:
     gaussian_exact: bool = True
     dtype: str = "float64"
     arch: tuple = ()
+    #: "point": one model per grid point; "grid": one coupling-conditioned model per lattice
+    #: size, trained data-parallel on every point of that size (rgdist.campaign.gridscope)
+    scope: str = "point"
 
     RULES: ClassVar[dict] = {
         "channels": Int(lo=1), "blocks": Int(lo=1), "levels": Int(lo=1), "residual": Bool(),
@@ -252,6 +255,7 @@ class ModelSpec:
         name = Choice(*MODELS)(self.name, "model.name")
         Bool()(self.gaussian_exact, "model.gaussian_exact")
         Choice(*DTYPES)(self.dtype, "model.dtype")
+        Choice("point", "grid")(self.scope, "model.scope")
         given = dict(self.arch)
         defaults = MODEL_PARAMS[name]
         reject_unknown(given, tuple(defaults), "model")
@@ -275,11 +279,15 @@ class ModelSpec:
     def parse(cls, raw, path="model"):
         given = mapping(raw, path)
         name = Choice(*MODELS)(given.get("name", "conv"), join(path, "name"))
-        common = ("name", "gaussian_exact", "dtype")
+        common = ("name", "gaussian_exact", "dtype", "scope")
         reject_unknown(given, (*common, *MODEL_PARAMS[name]), path, owner_hint(MODEL_PARAMS, "model"))
         arch = {k: v for k, v in given.items() if k not in common}
         return cls(**{k: given[k] for k in common if k in given}, arch=tuple(arch.items()))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "gaussian_exact": self.gaussian_exact, "dtype": self.dtype,
-                **{k: plain(v) for k, v in self.arch}}
+        """``scope`` is left out at its default ("point"), so point ids stay as they were."""
+        out = {"name": self.name, "gaussian_exact": self.gaussian_exact, "dtype": self.dtype,
+               **{k: plain(v) for k, v in self.arch}}
+        if self.scope != "point":
+            out["scope"] = self.scope
+        return out

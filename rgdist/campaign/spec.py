@@ -157,6 +157,7 @@ class Campaign:
         if h.fourier_accel and h.fa_mass2 is None and any(p.m2 <= 0 for p in points):
             raise ConfigError("hmc.fa_mass2", "must be given (a number > 0) with fourier_accel: true "
                                               "when the grid has points with m2 <= 0")
+        _check_grid_scope(self, points)
         object.__setattr__(self, "_points", tuple(points))
 
     # -- views ---------------------------------------------------------------------------------
@@ -210,6 +211,29 @@ def _volume(shape) -> int:
     for n in shape:
         volume *= n
     return volume
+
+
+def _check_grid_scope(c: Campaign, points) -> None:
+    """``model.scope: grid`` trains one model per lattice size on all its points: it needs at
+    least two points per size, and (Gaussian-exact models interpolate the measured spectrum)
+    couplings forming a product grid of m2 x lam values."""
+    if c.model.scope != "grid":
+        return
+    by_shape: dict = {}
+    for p in points:
+        by_shape.setdefault(tuple(p.shape), []).append((p.m2, p.lam))
+    for shape, cpl in by_shape.items():
+        size = "x".join(map(str, shape))
+        if len(cpl) < 2:
+            raise ConfigError("model.scope", f"grid trains one model on all points of a lattice "
+                                             f"size and needs at least 2 points per size; N = "
+                                             f"{size} has {len(cpl)} (use scope: point)")
+        m2s, lams = {m for m, _ in cpl}, {l for _, l in cpl}
+        if c.model.gaussian_exact and len(m2s) * len(lams) != len(set(cpl)):
+            raise ConfigError("model.scope", f"grid with gaussian_exact: true interpolates the "
+                                             f"measured spectrum on a product grid of m2 x lam; the "
+                                             f"points of N = {size} are not one (use grid.combine: "
+                                             f"product, theory.parametrization: standard)")
 
 
 def _check_cross(c: Campaign) -> None:

@@ -196,5 +196,7 @@ def set_couplings(model: nn.Module, m2: float, lam: float, spectrum=None, *,
             if tuple(G.shape) != tuple(w.data_spectrum.shape):
                 raise ValueError(f"spectrum must have shape {tuple(w.data_spectrum.shape)}, "
                                  f"got {tuple(G.shape)}")
-            w.data_spectrum.copy_(G.to(w.data_spectrum.device))
+            # a new buffer, never an in-place copy: the old one may share memory with the
+            # caller's spectrum (GaussianExactScore keeps the tensor it was given)
+            w.data_spectrum = G.to(w.data_spectrum.device).clone()
     return model

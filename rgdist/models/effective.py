@@ -188,7 +188,9 @@ class GaussianExactScore(ScoreModel):
         if not bool(torch.isfinite(G).all()) or not bool((G > 0).all()):
             raise ValueError("data_spectrum must be finite and > 0 at every momentum")
         self.net, self.scheme = net, scheme
-        self.register_buffer("data_spectrum", G)
+        # its own copy: loading a state or binding a coupling writes into this buffer, which
+        # must never change the caller's tensor
+        self.register_buffer("data_spectrum", G.clone())
 
     def couplings(self, t) -> dict[str, torch.Tensor]:
         """The net's running couplings (effective-action nets only)."""

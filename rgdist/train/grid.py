@@ -155,7 +155,7 @@ class GridTrainer(Trainer):
         with torch.no_grad():
             for m in self.model.modules():
                 if isinstance(m, GaussianExactScore):
-                    m.data_spectrum.fill_(1.0)
+                    m.data_spectrum = torch.ones_like(m.data_spectrum)  # not in place
 
     def state_dict(self) -> dict[str, np.ndarray]:
         self._neutral_spectrum()

@@ -191,3 +191,17 @@ def test_grid_trainer_needs_a_conditioned_model():
     cfg = TrainConfig(steps=1, batch_size=4, log_every=0)
     with pytest.raises(ValueError, match="coupling-conditioned"):
         GridTrainer(model, scheme, [], cfg, n_points=1, streams=lambda i, k: None)
+
+
+def test_binding_never_writes_into_the_callers_spectrum():
+    """GaussianExactScore keeps the tensor it was built with; binding another coupling must
+    replace the buffer, not copy into it (an in-place copy changed the caller's G: found
+    as a rank-count dependence of the grid campaign)."""
+    G0 = _free_G(1.0)
+    keep = G0.clone()
+    model, _ = _model("conv")
+    condition_model(model, WINDOW)
+    model.data_spectrum = G0  # the buffer aliases the caller's tensor
+    set_couplings(model, -0.4, 1.0, _free_G(2.0))
+    assert torch.equal(G0, keep)
+    assert torch.equal(model.data_spectrum, _free_G(2.0))
