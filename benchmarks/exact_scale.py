@@ -50,6 +50,7 @@ ROWS = {  # name: (N, m2, lam, train steps, proposals)
 # name: (N, m2, lam, train steps, proposals)
 BASELINE_ROWS = {
     "baseline_critical_N16": (16, -1.27, 1.0, 700, 2048),
+    "baseline_critical_N32": (32, -1.27, 1.0, 300, 1024),
     "baseline_gerdes_L32": (32, -4.0, 4.572, 200, 1024),
 }
 

@@ -236,6 +236,11 @@ class GridPoint:
         return text
 
 
+def shape_tag(shape) -> str:
+    """A lattice shape as a name: (8, 8) -> "N8x8"."""
+    return "N" + "x".join(map(str, shape))
+
+
 def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 

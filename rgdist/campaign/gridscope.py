@@ -29,14 +29,11 @@ import torch
 
 from rgdist import faults
 from rgdist.campaign import build
+from rgdist.campaign.grid import shape_tag
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.seeding import torch_generator
 
-__all__ = ["SharedModel", "train_shared", "shape_tag"]
-
-
-def shape_tag(shape) -> str:
-    return "N" + "x".join(map(str, shape))
+__all__ = ["SharedModel", "train_shared", "run_points"]
 
 
 @dataclass
@@ -59,17 +56,19 @@ class SharedModel:
 
         return CouplingWindow.of(self.couplings)
 
-    def model_for(self, campaign, lattice, scheme, m2: float, lam: float, device):
+    def model_for(self, campaign, lattice, scheme, m2: float, lam: float, device,
+                  allow_outside: bool = False):
         """(model bound to (m2, lam), its spectrum G): the EMA model, ready for sampling."""
         from rgdist.models import load_named_arrays
         from rgdist.models.conditioning import condition_model, set_couplings
 
-        G = self.table().at(m2, lam) if campaign.model.gaussian_exact else None
+        G = (self.table().at(m2, lam, allow_outside) if campaign.model.gaussian_exact
+             else None)
         model = build.model_for(campaign.model, lattice, scheme,
                                 torch.tensor(self.spectra[0]), torch.Generator(), device)
         condition_model(model, self.window())
         load_named_arrays(model, self.arrays)
-        set_couplings(model, m2, lam, G)
+        set_couplings(model, m2, lam, G, allow_outside=allow_outside)
         return model.eval(), (G if G is not None else torch.tensor(self.spectra[0]))
 
     def point_results(self, j: int) -> dict:
@@ -194,7 +193,8 @@ def run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log) -> dic
     """The three phases (module docstring) for this rank's points ``mine`` (indices into
     ``points``) on its group communicator ``sub``; collective over ``comm`` (all ranks).
     ``make_ctx(point, shared=None, shared_index=-1)`` builds a PointContext. Returns
-    {point_id: results}; raises Preempted (state saved) on an agreed signal."""
+    ({point_id: results}, scan arrays for results.h5 (rank 0; rgdist.campaign.scan)); raises
+    Preempted (state saved) on an agreed signal."""
     from rgdist.campaign.point import PointJob, Preempted
     from rgdist.io.checkpoint import CheckpointStore
 
@@ -228,4 +228,8 @@ def run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log) -> dic
         model, group = shared[tuple(p.shape)]
         j = [q.index for q in group].index(p.index)
         results[p.point_id] = PointJob(make_ctx(p, shared=model, shared_index=j)).run()
-    return results
+    from rgdist.campaign.scan import run_scan  # phase 4: the sample.couplings scan
+
+    scan = run_scan(campaign, shapes, {s: m for s, (m, _) in shared.items()}, comm,
+                    make_ctx(points[0]).device, log)
+    return results, scan

@@ -44,6 +44,43 @@ from rgdist.catalog import (
 from rgdist.errors import ConfigError
 
 _T = CAMPAIGN_TRAIN_DEFAULTS
+#: most couplings of one sample.couplings scan
+MAX_SCAN_COUPLINGS = 1000
+
+
+def scan_couplings(value, path):
+    """``sample.couplings``: null, {m2: axis, lam: axis} (axes as in the grid section,
+    combined as a product) or a list of [m2, lam] pairs -> tuple of (m2, lam) pairs."""
+    from rgdist.campaign.grid import check_real, parse_axis
+
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"m2", "lam"})
+        if unknown or set(value) != {"m2", "lam"}:
+            raise ConfigError(path, "must be a mapping with exactly the axes m2 and lam (values "
+                                    "as in the grid section), or a list of [m2, lam] pairs; got "
+                                    f"keys {sorted(value)}")
+        m2s, _ = parse_axis(value["m2"], f"{path}.m2", MAX_SCAN_COUPLINGS)
+        lams, _ = parse_axis(value["lam"], f"{path}.lam", MAX_SCAN_COUPLINGS)
+        pairs = tuple((m, l) for m in m2s for l in lams)
+    elif isinstance(value, (list, tuple)) and value:
+        pairs = []
+        for i, pair in enumerate(value):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConfigError(f"{path}[{i}]", f"must be a pair [m2, lam], got {pair!r}")
+            pairs.append((check_real(pair[0], f"{path}[{i}][0]"),
+                          check_real(pair[1], f"{path}[{i}][1]")))
+        pairs = tuple(pairs)
+    else:
+        raise ConfigError(path, "must be null, {m2: axis, lam: axis} or a non-empty list of "
+                                f"[m2, lam] pairs, got {value!r}")
+    if len(pairs) > MAX_SCAN_COUPLINGS:
+        raise ConfigError(path, f"{len(pairs)} couplings, more than {MAX_SCAN_COUPLINGS}")
+    for i, (m, l) in enumerate(pairs):
+        if l < 0:
+            raise ConfigError(path, f"lam must be >= 0, got {l} (coupling {i})")
+    return tuple(sorted(set(pairs)))
 
 
 @dataclass(frozen=True)
@@ -102,7 +139,7 @@ class SampleSpec(Section):
     """
 
     KEY: ClassVar[str] = "sample"
-    LATER: ClassVar[tuple] = ("max_bias",)
+    LATER: ClassVar[tuple] = ("max_bias", "couplings", "allow_outside")
     n_samples: int = opt(1024, Int(lo=1))
     batch_size: int = opt(256, Int(lo=1))
     n_steps: int = opt(100, Int(lo=1))
@@ -110,6 +147,10 @@ class SampleSpec(Section):
     grid: str = opt("uniform", Choice(*TIME_GRIDS))
     denoise: bool = opt(True, Bool())
     max_bias: float | str | None = opt("auto", Nullable(AutoOr(Real(lo=0, lo_open=True))))
+    #: model.scope grid: extra couplings sampled (and corrected) with the shared model,
+    #: anywhere inside the trained window (outside only with allow_outside: true)
+    couplings: tuple | None = opt(None, scan_couplings)
+    allow_outside: bool = opt(False, Bool())
 
     @property
     def bias_limit(self) -> float | None:

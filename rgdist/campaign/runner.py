@@ -105,6 +105,7 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     reporter = ProgressReporter(run_dir, [p.point_id for p in points], enabled=progress and comm.is_root)
     status = "done"
     results: dict = {}
+    scan: dict = {}  # model.scope grid: the sample.couplings scan (rank 0)
     timings: dict = {}
     t_start = time.perf_counter()
     def make_ctx(p, shared=None, shared_index=-1):
@@ -119,7 +120,8 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
             from rgdist.campaign.gridscope import run_points
 
             try:
-                results = run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log)
+                results, scan = run_points(campaign, run_dir, points, mine, sub, comm, make_ctx,
+                                           log)
             except Preempted as exc:
                 log(f"pre-empted during the {exc} phase of the grid model; checkpoint written")
                 status = "preempted"
@@ -145,7 +147,8 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
         log.close()
         return {"status": "preempted", "results": results}
     owned = {pid: arr for pid, arr in results.items()} if sub.is_root else {}
-    all_results = write_results(run_dir / campaign.output.results, campaign, points, owned, comm)
+    all_results = write_results(run_dir / campaign.output.results, campaign, points, owned, comm,
+                                extra=scan)
     reporter.close()
     log("campaign complete")
     log.close()

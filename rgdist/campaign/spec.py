@@ -217,8 +217,17 @@ def _check_grid_scope(c: Campaign, points) -> None:
     """``model.scope: grid`` trains one model per lattice size on all its points: it needs at
     least two points per size, and (Gaussian-exact models interpolate the measured spectrum)
     couplings forming a product grid of m2 x lam values."""
+    scan = c.sample.couplings
     if c.model.scope != "grid":
+        if scan is not None:
+            raise ConfigError("sample.couplings", "needs model.scope: grid (a coupling-conditioned "
+                                                  "model); with scope: point only the grid points "
+                                                  "have a model")
         return
+    if scan is not None and not c.correct.enabled:
+        raise ConfigError("sample.couplings", "the scan points are corrected by reweighting and "
+                                              "need correct.method: reweight, mh or both "
+                                              "(got off)")
     by_shape: dict = {}
     for p in points:
         by_shape.setdefault(tuple(p.shape), []).append((p.m2, p.lam))
@@ -234,6 +243,17 @@ def _check_grid_scope(c: Campaign, points) -> None:
                                              f"measured spectrum on a product grid of m2 x lam; the "
                                              f"points of N = {size} are not one (use grid.combine: "
                                              f"product, theory.parametrization: standard)")
+        if scan is None or c.sample.allow_outside:
+            continue
+        lo_m, hi_m = min(m2s), max(m2s)
+        lo_l, hi_l = min(lams), max(lams)
+        for i, (m, l) in enumerate(scan):
+            if not (lo_m <= m <= hi_m and lo_l <= l <= hi_l):
+                raise ConfigError("sample.couplings", f"coupling {i} (m2={m:g}, lam={l:g}) lies "
+                                                      f"outside the trained window of N = {size}: "
+                                                      f"m2 in [{lo_m:g}, {hi_m:g}], lam in "
+                                                      f"[{lo_l:g}, {hi_l:g}]; move it inside or set "
+                                                      f"sample.allow_outside: true")
 
 
 def _check_cross(c: Campaign) -> None:

@@ -95,8 +95,10 @@ def point_attrs(p) -> dict:
             "lam_h": float("nan") if p.lam_h is None else float(p.lam_h)}
 
 
-def write_results(path: Path, campaign, points: list, owned: dict[str, dict], comm) -> dict:
-    """Collective. ``owned``: {point_id: arrays} of the points this rank writes.
+def write_results(path: Path, campaign, points: list, owned: dict[str, dict], comm,
+                  extra: dict | None = None) -> dict:
+    """Collective. ``owned``: {point_id: arrays} of the points this rank writes; ``extra``:
+    {path in the file: array} this rank writes besides (e.g. ``scan/...``).
 
     Returns on every rank {point_id: {"attrs": ..., "estimates": {source: {name: [v, e]}},
     "diagnostics": {name: value}}} (diagnostics: leftover/max, ..., see the layout).
@@ -108,6 +110,7 @@ def write_results(path: Path, campaign, points: list, owned: dict[str, dict], co
         for k, v in {**arrays, **_estimate_arrays(est)}.items():
             local[f"points/{pid}/{k}"] = np.asarray(v)
         summary[pid] = {"estimates": _scalars(est), "diagnostics": _diagnostics(arrays)}
+    local.update({k: np.asarray(v) for k, v in (extra or {}).items()})
     gathered = comm.allgather(summary)
     merged = {}
     for part in gathered:
@@ -193,6 +196,8 @@ def read_results(path) -> dict:
     try:
         out = {"attrs": read_attrs(f), "points": {}}
         layout = file_layout(out["attrs"])
+        if "scan" in f:
+            out["scan"] = {tag: read_arrays(f, f"scan/{tag}") for tag in sorted(f["scan"])}
         if "points" in f:
             for pid in sorted(f["points"]):
                 out["points"][pid] = {"attrs": read_attrs(f["points"][pid]),

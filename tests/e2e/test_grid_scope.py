@@ -98,3 +98,78 @@ def test_grid_scope_with_one_point_per_size_is_bad_input(tmp_path):
     bad.write_text(GRID.format(train_steps=12, sample_steps=8, every=3).replace("scope: grid", "scope: all"))
     out = rgdist(["validate", str(bad)], cwd=tmp_path)
     assert out.returncode == 2 and "model.scope" in out.stderr and "grid" in out.stderr, out.stderr
+
+
+SCAN = """\
+schema_version: 1
+name: tinyscan
+seed: 11
+lattice: {N: [8], d: 2}
+grid: {m2: [-0.8, -0.4], lam: [1.0]}
+scheme: {name: vp}
+model: {name: trace, channels: 2, global_channels: 1, gaussian_exact: true, scope: grid}
+train: {steps: 30, batch_size: 32, lr: 3.0e-3, warmup: 5, ema_decay: 0.99}
+sample: {n_samples: 32, batch_size: 16, n_steps: 8, grid: snr, couplings: COUPLINGS}
+correct: {method: reweight, n_proposals: 128, batch_size: 64, n_steps: 8, likelihood: trace, integrator: split}
+measure: {n_bins: 8, record_times: []}
+hmc: {n_chains: 8, chains_per_block: 4, therm: 20, n_traj: 40, thin: 2, n_steps: 5, step_size: 0.2, fa_mass2: 0.1}
+checkpoint: {every_steps: 10, every_seconds: null, keep: 2}
+resources: {threads: 1}
+output: {dir: run}
+"""
+
+
+def _scan(tmp, couplings="{m2: {linspace: [-0.8, -0.4, 3]}, lam: [1.0]}", name="scan.yaml"):
+    path = tmp / name
+    path.write_text(SCAN.replace("COUPLINGS", couplings))
+    return path
+
+
+@needs_mpirun
+def test_scan_between_grid_points_is_stored_and_rank_independent(tmp_path):
+    """sample.couplings: the shared model sampled and reweighted at m2 = -0.8, -0.6, -0.4
+    (-0.6 is not a grid point); results under scan/N8x8 in results.h5, the same bits on 1
+    and 2 ranks."""
+    from rgdist.io.results import read_results
+
+    camp = _scan(tmp_path)
+    one = rgdist(["run", str(camp), "--run-dir", "one"], cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = mpirun(2, ["run", str(camp), "--run-dir", "two"], cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert digest(tmp_path / "one") == digest(tmp_path / "two")
+    scan = read_results(tmp_path / "one" / "results.h5")["scan"]["N8x8"]
+    np.testing.assert_array_equal(scan["couplings"], [[-0.8, 1.0], [-0.6, 1.0], [-0.4, 1.0]])
+    assert scan["reweight/chi"].shape == (3, 2) and scan["raw/chi"].shape == (3, 2)
+    assert np.all(scan["ess_fraction"] > 0) and np.all(scan["ess_fraction"] <= 1)
+    assert np.all(np.isfinite(scan["reweight/chi"]))
+    # susceptibility falls as m2 grows (away from the critical point), also between points
+    assert scan["reweight/chi"][0, 0] > scan["reweight/chi"][2, 0]
+
+
+def test_scan_bad_input_exits_2_and_writes_nothing(tmp_path):
+    cases = [
+        ("[[-1.0, 1.0]]", "outside the trained window"),  # beyond the trained m2 range
+        ("[[-0.6, 2.0]]", "outside the trained window"),
+        ("{m2: [-0.6], lam: [1.0], kappa: [0.1]}", "exactly the axes m2 and lam"),
+        ("[[-0.6]]", "pair [m2, lam]"),
+    ]
+    for i, (value, what) in enumerate(cases):
+        camp = _scan(tmp_path, value, name=f"bad{i}.yaml")
+        out = rgdist(["run", str(camp), "--run-dir", f"run{i}"], cwd=tmp_path)
+        assert out.returncode == 2, (value, out.stderr)
+        assert "sample.couplings" in out.stderr and what in out.stderr, (value, out.stderr)
+        assert not (tmp_path / f"run{i}").exists()
+    allowed = _scan(tmp_path, "[[-1.0, 1.0]]", name="allowed.yaml")
+    allowed.write_text(allowed.read_text().replace("couplings: [[-1.0, 1.0]]",
+                                                   "couplings: [[-1.0, 1.0]], allow_outside: true"))
+    out = rgdist(["validate", str(allowed)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    point = _scan(tmp_path, "[[-0.6, 1.0]]", name="point.yaml")
+    point.write_text(point.read_text().replace(", scope: grid", ""))
+    out = rgdist(["validate", str(point)], cwd=tmp_path)
+    assert out.returncode == 2 and "needs model.scope: grid" in out.stderr, out.stderr
+    off = _scan(tmp_path, "[[-0.6, 1.0]]", name="off.yaml")
+    off.write_text(off.read_text().replace("method: reweight", "method: off"))
+    out = rgdist(["validate", str(off)], cwd=tmp_path)
+    assert out.returncode == 2 and "correct.method" in out.stderr, out.stderr
