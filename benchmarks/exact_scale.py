@@ -52,6 +52,8 @@ BASELINE_ROWS = {
     "baseline_critical_N16": (16, -1.27, 1.0, 700, 2048),
     "baseline_critical_N32": (32, -1.27, 1.0, 300, 1024),
     "baseline_gerdes_L32": (32, -4.0, 4.572, 200, 1024),
+    # trained at N = 16 (--pretrain-steps), then fine-tuned at N = 32 for the row's steps
+    "baseline_critical_N32_from16": (32, -1.27, 1.0, 150, 1024),
 }
 
 
@@ -59,11 +61,14 @@ def z(a, b) -> float:
     return (a[0] - b[0]) / math.hypot(a[1], b[1])
 
 
-def train_baseline(lat, action, steps, a):
-    """The flow baseline trained by reverse KL: (cnf, train_core_s, status)."""
+def train_baseline(lat, action, steps, a, init=None, lr=2e-3, warmup=20):
+    """The flow baseline trained by reverse KL: (cnf, train_core_s, status). ``init``: a
+    trained CNF (any lattice size: the field is size-independent) to start from."""
     cnf = BaselineCNF(lat, m0_sq=a.baseline_m0_sq, n_steps=a.baseline_rk4, channels=8,
                       radius=1, global_channels=4, init_seed=1)
-    cfg = BaselineTrainConfig(steps=steps, batch_size=a.baseline_batch, lr=2e-3, warmup=20)
+    if init is not None:
+        cnf.load_state_dict(init.state_dict())
+    cfg = BaselineTrainConfig(steps=steps, batch_size=a.baseline_batch, lr=lr, warmup=warmup)
     trainer = BaselineTrainer(cnf, action, cfg, generator=gen(3))
     t0 = time.perf_counter()
     trainer.fit(callback=lambda i, info: i % 50 == 0 and log(
@@ -93,8 +98,8 @@ def row(name, a) -> dict:
                             n_therm=a.therm, n_traj=a.hmc_traj, threads=a.threads, seed=7,
                             keep_every=a.keep, m2=m2, lam=lam, fa_mass2=0.1)
     if name in BASELINE_ROWS:
-        return finish_row(name, a, lat, action, h, ref, steps, n_prop, *baseline_parts(
-            lat, action, steps, n_prop, a))
+        *parts, extra = baseline_parts(lat, action, steps, n_prop, a, name)
+        return {**finish_row(name, a, lat, action, h, ref, steps, n_prop, *parts), **extra}
     data = torch.cat(kept)
     G = measured_spectrum(data, lat)
     scheme = build_scheme("vp", lat)
@@ -123,14 +128,35 @@ def row(name, a) -> dict:
                       train_core_s, status, 4 * a.kl_steps, "trace + path objective")
 
 
-def baseline_parts(lat, action, steps, n_prop, a):
+def baseline_parts(lat, action, steps, n_prop, a, name=""):
+    init, pre_s, extra = None, 0.0, {}
+    if name.endswith("_from16"):
+        small = Lattice(16)
+        log(f"baseline: reverse-KL training at N = 16, {a.pretrain_steps} steps")
+        init, pre_s, _ = train_baseline(small, action, a.pretrain_steps, a)
+        phi, lw = sample_baseline_at(init, lat, n_prop, action, a)
+        extra = {"transfer_ess_before_finetune": kish_ess_fraction(lw),
+                 "pretrain_N16_core_s": pre_s}
+        log(f"baseline: N = 16 model at N = {lat.shape[0]} before fine-tuning: ESS/n "
+            f"{extra['transfer_ess_before_finetune']:.3g}")
     log(f"baseline: reverse-KL training, {steps} steps")
-    cnf, train_core_s, status = train_baseline(lat, action, steps, a)
+    cnf, train_core_s, status = train_baseline(lat, action, steps, a, init=init,
+                                               lr=2e-3 if init is None else 5e-4)
+    train_core_s += pre_s
     log(f"baseline: {n_prop} proposals")
     t0 = time.perf_counter()
     phi, lw = sample_baseline(cnf, n_prop, action)
     prop_core_s = (time.perf_counter() - t0) * a.threads / n_prop
-    return phi, lw, prop_core_s, train_core_s, status, 4 * cnf.n_steps, "flow baseline (CNF)"
+    model = "flow baseline (CNF)" + (" trained at N = 16, fine-tuned" if init is not None else "")
+    return phi, lw, prop_core_s, train_core_s, status, 4 * cnf.n_steps, model, extra
+
+
+def sample_baseline_at(cnf, lat, n_prop, action, a):
+    """Draws of a trained CNF carried over to lattice ``lat`` (same parameters)."""
+    moved = BaselineCNF(lat, m0_sq=a.baseline_m0_sq, n_steps=a.baseline_rk4, channels=8,
+                        radius=1, global_channels=4, init_seed=1)
+    moved.load_state_dict(cnf.state_dict())
+    return sample_baseline(moved, n_prop, action)
 
 
 def finish_row(name, a, lat, action, h, ref, steps, n_prop, phi, lw, prop_core_s,
@@ -161,6 +187,8 @@ def main() -> None:
     ap.add_argument("--baseline-rk4", type=int, default=20, help="RK4 steps of the baseline")
     ap.add_argument("--baseline-batch", type=int, default=64)
     ap.add_argument("--baseline-m0-sq", type=float, default=0.5)
+    ap.add_argument("--pretrain-steps", type=int, default=700,
+                    help="N = 16 steps of the *_from16 rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--chains", type=int, default=32)
     ap.add_argument("--therm", type=int, default=200)
