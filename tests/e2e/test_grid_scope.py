@@ -58,7 +58,7 @@ needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None, reason="mpirun
 
 
 @needs_mpirun
-@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("ranks", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_grid_results_are_the_same_for_any_rank_count(serial_run, tmp_path, ranks):
     _, camp, ref = serial_run
     out = mpirun(ranks, ["run", str(camp), "--run-dir", "run"], cwd=tmp_path)
