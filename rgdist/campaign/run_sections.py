@@ -165,9 +165,19 @@ class SampleSpec(Section):
 
 @dataclass(frozen=True)
 class MeasureSpec(Section):
+    """``series`` (default false): store per kept HMC configuration sum_x phi^2, M, G2 at the
+    lowest momenta and the chain index in results.h5 (``points/<id>/series/``), what
+    `rgdist aggregate` reweights in m2 into continuous curves. Left out of ``to_dict`` (and
+    the point ids) at its default."""
+
     KEY: ClassVar[str] = "measure"
+    LATER: ClassVar[tuple] = ("series",)
     n_bins: int = opt(32, Int(lo=2))
     record_times: tuple[float, ...] = opt((), ListOf(Real(lo=0), increasing=True))
+    series: bool = opt(False, Bool())
+
+    def to_dict(self) -> dict:
+        return later_defaults(super().to_dict(), self)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ Layout::
             mh_hmc_acceptance       hybrid only (correct.hmc_trajectories > 0)
             mh/<name>               float64 [value, error] of the MH chains
                                     (<name>: abs_m, m2, chi, binder, xi2)
+        series/...                  only with campaign measure.series: true, per kept HMC
+                                    configuration (ordered chain, time): phi2_sum
+                                    (sum_x phi^2), m (M), g2_p1 (n, d), chain (int64)
         <extra>/...                 e.g. flow/... written by later stages
 
 Every dataset carries its sha256 as attribute ``sha256``. Nothing time- or host-dependent is

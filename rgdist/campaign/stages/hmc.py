@@ -4,7 +4,9 @@
 ``("hmc", b)``. The blocks are dealt round-robin over the point's ranks and advance in
 lockstep, one trajectory (thermalization: one adaptive trajectory) per step. The hand-over:
 every kept configuration ordered (chain, time) with its chain index, the blocks' acceptance,
-adapted step size and step count, and the HMC observable accumulator (bin = chain % n_bins).
+adapted step size and step count, and the HMC observable accumulator (bin = chain % n_bins);
+with ``series`` (campaign ``measure.series: true``) also the per-configuration series of
+:func:`series_arrays` under ``results/series/`` (results datasets ``points/<id>/series/``).
 """
 from __future__ import annotations
 
@@ -16,14 +18,36 @@ from rgdist.campaign import build
 from rgdist.campaign.stages.base import Stage, StageEnv, prefixed, strip
 from rgdist.measure import ObservableAccumulator
 
+#: the per-configuration series (results ``points/<id>/series/<name>``), in this order
+SERIES_NAMES = ("phi2_sum", "m", "g2_p1", "chain")
+
+
+def series_arrays(configs, chain) -> dict[str, np.ndarray]:
+    """What reweighting in m2 (rgdist.analysis.reweight_m2) needs of every kept configuration
+    ``configs`` (n, *shape), ordered like ``chain`` (n,): ``phi2_sum`` = sum_x phi_x^2 (n,),
+    ``m`` = M = mean_x phi_x (n,), ``g2_p1`` (n, d) = |phi~(p1_mu)|^2 / V at the lowest
+    momentum of each axis (for xi2), ``chain`` (n,) int64 (the jackknife bins), float64.
+    The same numbers as rgdist.analysis.reweight_m2.config_data, without its full FFT (phi~ at
+    p1_mu is the DFT at k = 1 of the field summed over the other axes)."""
+    phi = np.asarray(configs, dtype=np.float64)
+    shape, axes = phi.shape[1:], tuple(range(1, phi.ndim))
+    volume = float(np.prod(shape))
+    g2_p1 = []
+    for mu, n_mu in enumerate(shape):
+        proj = phi.sum(axis=tuple(a for a in axes if a != mu + 1))           # (n, N_mu)
+        phase = np.exp(-2j * np.pi * np.arange(n_mu) / n_mu)
+        g2_p1.append(np.abs(proj @ phase) ** 2 / volume)
+    return {"phi2_sum": np.sum(phi * phi, axis=axes), "m": phi.reshape(phi.shape[0], -1).mean(1),
+            "g2_p1": np.stack(g2_p1, axis=1), "chain": np.asarray(chain, dtype=np.int64)}
+
 
 class HMCStage(Stage):
     name = "hmc"
     UNITS = "hmc/block"
 
-    def __init__(self, hmc, env: StageEnv, *, n_bins: int):
+    def __init__(self, hmc, env: StageEnv, *, n_bins: int, series: bool = False):
         super().__init__(env)
-        self.spec, self.n_bins = hmc, int(n_bins)
+        self.spec, self.n_bins, self.series = hmc, int(n_bins), bool(series)
         self.n_blocks = -(-hmc.n_chains // hmc.chains_per_block)
         self.mine = env.my_units(self.n_blocks)
         self.blocks, self.kept = {}, {}
@@ -91,7 +115,8 @@ class HMCStage(Stage):
         acc.update(torch.as_tensor(data), torch.as_tensor(chain_of % acc.n_bins))
         st = np.stack([merged[f"stats/{b:05d}"] for b in range(self.n_blocks)])
         env.log(f"HMC done: {data.shape[0]} configurations, acceptance {st[:, 0].mean():.3f}")
-        return {"data/configs": data,
+        series = prefixed("results/series", series_arrays(data, chain_of)) if self.series else {}
+        return {**series, "data/configs": data,
                 "data/chain": chain_of.astype(np.int64),
                 "hmc/acceptance": st[:, 0].copy(), "hmc/step_size": st[:, 1].copy(),
                 "hmc/n_steps": st[:, 2].astype(np.int64),
