@@ -5,7 +5,9 @@ Reading a results file (layout of :mod:`rgdist.io.results`, version 1 or 2) load
 the aggregate needs: the point attributes, the scalar estimates
 ``points/<id>/estimates/<source>/<name>`` (shape (2,) = [value, err]; the (2, *shape) ``g2``
 arrays are skipped) and, on request, every dataset below ``points/<id>/flow`` under its
-layout-2 name (:mod:`rgdist.io.layout`: ``forward/...``, not layout 1's ``exact/...``).  The raw
+layout-2 name (:mod:`rgdist.io.layout`: ``forward/...``, not layout 1's ``exact/...``) and,
+on request, the per-configuration HMC series ``points/<id>/series/<name>`` (campaign
+``measure.series: true``: phi2_sum, m, g2_p1, chain; rgdist.campaign.stages.hmc).  The raw
 accumulators, training histories etc. are not read.
 
 Aggregate file (layout version 1)::
@@ -38,13 +40,15 @@ AGGREGATE_KIND = "aggregate"
 
 
 # ----------------------------------------------------------------------------- results files
-def read_point_estimates(path, *, flow: bool = False) -> dict:
+def read_point_estimates(path, *, flow: bool = False, series: bool = False) -> dict:
     """Serial read of a results file.
 
     Returns ``{"attrs": root attrs, "points": {point_id: {"attrs": point attrs,
-    "estimates": {source: {name: (value, err)}}, "flow": {name: ndarray}}}}``; ``flow`` holds
-    the datasets below ``points/<id>/flow`` by relative layout-2 name (``forward/t``,
-    ``learned/m_R``, ``couplings/learned/phi2``, ...; empty unless ``flow=True`` and present).
+    "estimates": {source: {name: (value, err)}}, "flow": {name: ndarray}, "series": {name:
+    ndarray}}}}``; ``flow`` holds the datasets below ``points/<id>/flow`` by relative layout-2
+    name (``forward/t``, ``learned/m_R``, ``couplings/learned/phi2``, ...; empty unless
+    ``flow=True`` and present), ``series`` those below ``points/<id>/series`` (empty unless
+    ``series=True`` and present).
     Raises OSError / KeyError / RgdistError on unreadable files (callers translate).
     """
     f = open_h5(path, "r", Comm.serial())
@@ -68,7 +72,8 @@ def read_point_estimates(path, *, flow: bool = False) -> dict:
                     est[src] = vals
             fl = read_arrays(f, f"points/{pid}/flow") if flow and "flow" in g else {}
             fl = {point_name(f"flow/{n}", layout)[len("flow/"):]: a for n, a in fl.items()}
-            out["points"][pid] = {"attrs": read_attrs(g), "estimates": est, "flow": fl}
+            se = read_arrays(f, f"points/{pid}/series") if series and "series" in g else {}
+            out["points"][pid] = {"attrs": read_attrs(g), "estimates": est, "flow": fl, "series": se}
         return out
     finally:
         f.close()

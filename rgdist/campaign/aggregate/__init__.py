@@ -13,6 +13,13 @@ rgdist.io.aggregate_file), OUT_crossings.csv, OUT_peaks.csv, OUT_critical.csv an
 figures (PNG + PDF) in OUT_plots/: U vs m2 with the crossings, chi/N^{7/4} vs the scaling
 variable (m2 - m2_c) N (vs m2 when no m2_c), xi2/N vs m2, and the phase diagram.
 
+Runs with HMC series (campaign ``measure.series: true``) add continuous curves from
+multi-histogram reweighting in m2 (:mod:`~rgdist.campaign.aggregate.curves`): OUT_curves.json
+(the curves with jackknife errors, skipped ranges, and the crossings on the curves next to the
+grid-point crossings), OUT_curve_crossings.csv, the OUT.h5 tables ``curves`` and
+``curve_crossings``, bands on the HMC figures and chi_curve_*.  Without series none of these
+is written and the outputs are as before.
+
 plot: the same phase figures for one run, plus per grid point the RG-flow figures when the
 results hold flow data.
 
@@ -49,8 +56,23 @@ from rgdist.campaign.aggregate.collect import (
     point_rows,
     read_run,
 )
+from rgdist.campaign.aggregate.curves import (
+    CURVE_COLUMNS,
+    CURVE_CROSSING_COLUMNS,
+    curve_analysis,
+    curve_crossing_rows,
+    curve_rows,
+    curves_json,
+)
 from rgdist.campaign.aggregate.figures import flow_data, flow_figures, phase_figures
-from rgdist.campaign.aggregate.text import analysis_text, critical_text, format_report, plot_text, points_text
+from rgdist.campaign.aggregate.text import (
+    analysis_text,
+    critical_text,
+    curves_text,
+    format_report,
+    plot_text,
+    points_text,
+)
 from rgdist.errors import ConfigError
 from rgdist.io.layout import FLOW_KINDS
 
@@ -60,6 +82,8 @@ __all__ = [
     "read_run", "merge_runs", "point_rows", "collect", "fss_tables", "analyse", "crossing_rows",
     "peak_rows", "critical_rows", "critical_columns", "phase_figures", "flow_data", "flow_figures",
     "points_text", "analysis_text", "critical_text", "format_report", "plot_text",
+    "CURVE_COLUMNS", "CURVE_CROSSING_COLUMNS", "curve_analysis", "curve_rows",
+    "curve_crossing_rows", "curves_json", "curves_text",
     "output_prefix", "aggregate", "plot_run", "aggregate_cli", "plot_cli",
 ]
 
@@ -91,19 +115,24 @@ def aggregate(run_dirs: Sequence, output: str | None = None, *, plots: bool = Tr
     with ``plots``, the figures in OUT_plots/).  Serial.
 
     Returns {"output", "files": {name: Path or list}, "rows", "tables" ({d: Table}),
-    "analyses" (per d, lam, source), "crossings", "peaks", "critical" (row dicts), "notes"}.
+    "analyses" (per d, lam, source), "crossings", "peaks", "critical" (row dicts), "curves"
+    (per d, lam with HMC series: curve_analysis), "curve_crossings" (row dicts), "notes"}.
     Every input is checked (ConfigError) before anything is written.
     """
     from rgdist.analysis.table import write_rows_csv
     from rgdist.io.aggregate_file import write_aggregate
+    from rgdist.io.atomic import atomic_write_json
 
-    rows, _, notes = collect(run_dirs)
+    rows, points, notes = collect(run_dirs, series=True)
     prefix = output_prefix(run_dirs, output)
     tables, more = fss_tables(rows)
     notes += more
     analyses = analyse(tables, n_boot=n_boot, seed=seed)
     cross, peaks, crit = crossing_rows(analyses), peak_rows(analyses), critical_rows(analyses)
     crit_cols = critical_columns()
+    curves, more = curve_analysis(points)
+    notes += more
+    curve_cross = curve_crossing_rows(curves, cross)
 
     def named(suffix):
         return prefix.with_name(prefix.name + suffix)
@@ -112,17 +141,24 @@ def aggregate(run_dirs: Sequence, output: str | None = None, *, plots: bool = Tr
              "crossings_csv": write_rows_csv(cross, named("_crossings.csv"), CROSSING_COLUMNS),
              "peaks_csv": write_rows_csv(peaks, named("_peaks.csv"), PEAK_COLUMNS),
              "critical_csv": write_rows_csv(crit, named("_critical.csv"), crit_cols)}
+    h5_tables = {"points": _columns(rows, POINT_COLUMNS), "crossings": _columns(cross, CROSSING_COLUMNS),
+                 "peaks": _columns(peaks, PEAK_COLUMNS), "critical": _columns(crit, crit_cols)}
+    if curves:
+        files["curves_json"] = atomic_write_json(named("_curves.json"), curves_json(curves, curve_cross))
+        files["curve_crossings_csv"] = write_rows_csv(curve_cross, named("_curve_crossings.csv"),
+                                                      CURVE_CROSSING_COLUMNS)
+        h5_tables.update(curves=_columns(curve_rows(curves), CURVE_COLUMNS),
+                         curve_crossings=_columns(curve_cross, CURVE_CROSSING_COLUMNS))
     files["h5"] = write_aggregate(
-        named(".h5"),
-        {"points": _columns(rows, POINT_COLUMNS), "crossings": _columns(cross, CROSSING_COLUMNS),
-         "peaks": _columns(peaks, PEAK_COLUMNS), "critical": _columns(crit, crit_cols)},
+        named(".h5"), h5_tables,
         {"run_dirs": [str(r) for r in run_dirs], "n_boot": int(n_boot), "seed": int(seed),
          "observables": list(TABLE_OBSERVABLES), "sources": sorted({r["source"] for r in rows}) or [""],
          "units": "lattice units (a = 1); m2, lam bare couplings of "
                   "S = sum_x [1/2 (d phi)^2 + 1/2 m2 phi^2 + lam/4 phi^4]"})
-    files["plots"] = phase_figures(tables, analyses, named("_plots")) if plots else []
+    files["plots"] = phase_figures(tables, analyses, named("_plots"), curves) if plots else []
     return {"output": prefix, "files": files, "rows": rows, "tables": tables, "analyses": analyses,
-            "crossings": cross, "peaks": peaks, "critical": crit, "notes": notes}
+            "crossings": cross, "peaks": peaks, "critical": crit, "curves": curves,
+            "curve_crossings": curve_cross, "notes": notes}
 
 
 def plot_run(run_dir, output: str | None = None, *, n_boot: int = 1000, seed: int = 0) -> dict:

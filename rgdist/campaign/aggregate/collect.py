@@ -33,13 +33,13 @@ POINT_COLUMNS = KEY_COLUMNS + tuple(c for o in TABLE_OBSERVABLES for c in (o, o 
 _NAN = math.nan
 
 
-def read_run(run_dir, *, flow: bool = False) -> dict:
-    """The scalar estimates (and flow data) of a run directory's results file."""
+def read_run(run_dir, *, flow: bool = False, series: bool = False) -> dict:
+    """The scalar estimates (and flow data, HMC series) of a run directory's results file."""
     from rgdist.io.aggregate_file import read_point_estimates
 
     results = completed_results(run_dir)
     try:
-        return read_point_estimates(results, flow=flow)
+        return read_point_estimates(results, flow=flow, series=series)
     except (OSError, KeyError, ValueError, RgdistError) as exc:
         raise ConfigError("run_dir", f"{results} is unreadable: {exc}") from None
 
@@ -116,7 +116,8 @@ def point_rows(points: dict) -> list[dict]:
     return rows
 
 
-def collect(run_dirs: Sequence, *, flow: bool = False) -> tuple[list[dict], dict, list[str]]:
+def collect(run_dirs: Sequence, *, flow: bool = False,
+            series: bool = False) -> tuple[list[dict], dict, list[str]]:
     """(rows, {point_id: (run_dir, point)}, notes) of the run directories; every input is
     checked before anything is returned."""
     if not run_dirs:
@@ -129,7 +130,7 @@ def collect(run_dirs: Sequence, *, flow: bool = False) -> tuple[list[dict], dict
             continue
         seen.add(key)
         unique.append(rd)
-    runs = [(str(rd), read_run(rd, flow=flow)) for rd in unique]
+    runs = [(str(rd), read_run(rd, flow=flow, series=series)) for rd in unique]
     points, more = merge_runs(runs)
     notes += more
     for rd, data in runs:

@@ -1,6 +1,9 @@
 """Figure pages (PNG + PDF, rgdist.plot): the phase figures of a scan -- U vs m2 with the
 crossings, chi/N^{7/4} vs the scaling variable (m2 - m2_c) N (vs m2 when no m2_c), xi2/N vs m2,
 the phase diagram -- and, per grid point, the RG-flow figures when the results hold flow data.
+With reweighted curves (rgdist.campaign.aggregate.curves: HMC series) the HMC figures of U and
+xi2/N also draw the curves with their jackknife bands and the crossings found on them
+(diamonds; stars: the crossings of the grid points), and chi_curve_* shows chi(m2).
 
 Flow data read (layout-2 names, rgdist.io.layout; absent: skipped with a note)::
 
@@ -29,21 +32,40 @@ def _base(name: str, e: dict, multi_d: bool) -> str:
     return f"{name}_lam{e['lam']:g}_{e['source']}" + (f"_d{e['d']}" if multi_d else "")
 
 
-def phase_figures(tables: dict, analyses: list[dict], outdir: Path) -> list[Path]:
-    """U and xi2/N vs m2 with crossings, chi/N^{gamma/nu} collapse, the phase diagram."""
+def _curve_items(c: dict, obs: str) -> tuple[list, list]:
+    """([(N, m2, value, error)], [(N_a, N_b, m2, dm2, value, dvalue)]) of one curve analysis."""
+    bands = [(N, cv.grid, cv.value[obs], cv.error[obs]) for N, cv in c["curves"].items() if not cv.reason]
+    cross = [(x.N_a, x.N_b, x.m2, x.dm2, x.value, x.dvalue) for x in c["crossings"]
+             if x.observable == obs and x.ok]
+    return bands, cross
+
+
+def phase_figures(tables: dict, analyses: list[dict], outdir: Path,
+                  curves: list[dict] | None = None) -> list[Path]:
+    """U and xi2/N vs m2 with crossings, chi/N^{gamma/nu} collapse, the phase diagram; with
+    ``curves`` (rgdist.campaign.aggregate.curves.curve_analysis) their bands and chi(m2)."""
     from rgdist.analysis.critical import GAMMA_OVER_NU_ISING, NU_ISING
+    from rgdist.plot.curves import add_curve_bands, plot_chi_curves
     from rgdist.plot.phase import (plot_binder, plot_chi_collapse, plot_phase_diagram,
                                    plot_xi_over_N, save_figure)
 
     files: list[Path] = []
     multi_d = len(tables) > 1
+    by_line = {(c["d"], round(c["lam"], 12)): c for c in curves or ()}
     for e in analyses:
         table = tables[e["d"]]
         kw = dict(source=e["source"], reference=e["d"] == 2)
-        files += save_figure(plot_binder(table, e["lam"], crossings=e["binder"], **kw),
-                             outdir / _base("binder", e, multi_d))
-        files += save_figure(plot_xi_over_N(table, e["lam"], crossings=e["xi_over_N"], **kw),
-                             outdir / _base("xi_over_N", e, multi_d))
+        c = by_line.get((e["d"], round(e["lam"], 12))) if e["source"] == "hmc" else None
+        for name, plot in (("binder", plot_binder), ("xi_over_N", plot_xi_over_N)):
+            fig = plot(table, e["lam"], crossings=e[name], **kw)
+            if c is not None:
+                add_curve_bands(fig.axes[0], *_curve_items(c, name))
+            files += save_figure(fig, outdir / _base(name, e, multi_d))
+        if c is not None:
+            sub = table.select(lam=e["lam"], source="hmc")
+            pts = [(N, *sub.curve(N, e["lam"], "chi")) for N in sub.sizes()]
+            fig = plot_chi_curves(pts, _curve_items(c, "chi")[0], e["lam"])
+            files += save_figure(fig, outdir / _base("chi_curve", e, multi_d))
         if e["d"] == 2:  # the 2D Ising exponents (SPEC section 7)
             cp = e["critical"]
             m2_c = cp.m2_c if cp is not None and cp.ok else None

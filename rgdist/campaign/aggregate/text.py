@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from rgdist.campaign.aggregate.analyse import NOT_ENOUGH_SIZES, PEAK_OBSERVABLE
 
 
@@ -89,6 +91,39 @@ def critical_text(crit: list[dict]) -> str:
     return table_text(head, body)
 
 
+def curves_text(curves: list[dict], crossing_rows: list[dict]) -> str:
+    """The reweighted curves: per line its range, skipped ranges, and the crossings on the
+    curves next to the grid points' crossings of the same pair."""
+    multi_d = len({e["d"] for e in curves}) > 1
+    lines = []
+    for e in curves:
+        head = (f"d={e['d']} " if multi_d else "") + f"lam={e['lam']:g} hmc:"
+        lines.append(head)
+        for N, c in e["curves"].items():
+            ok = c.supported
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(int), [0]])))
+            runs = [f"[{c.grid[a]:.6g}, {c.grid[b - 1]:.6g}]" for a, b in zip(edges[::2], edges[1::2])]
+            span = (f"curve on m2 in {' and '.join(runs)} ({int(ok.sum())} targets)" if ok.any()
+                    else "no curve")
+            lines.append(f"  N={N}: ensembles at m2 = {', '.join(f'{m:g}' for m in c.m2)}; {span}")
+            for lo, hi, why in c.skipped:
+                lines.append(f"    skipped m2 in [{lo:.6g}, {hi:.6g}]: {why}")
+            if c.reason and not c.skipped:
+                lines.append(f"    {c.reason}")
+        for r in crossing_rows:
+            if r["d"] != e["d"] or r["lam"] != e["lam"]:
+                continue
+            lbl = "U" if r["observable"] == "binder" else "xi2/N"
+            if r["reason"] == "":
+                txt = f"m2 = {_fmt(r['m2'], r['dm2'])}  {lbl} = {_fmt(r['value'], r['dvalue'])}"
+            else:
+                txt = f"no crossing: {r['reason']}"
+            grid = (f"m2 = {_fmt(r['grid_m2'], r['grid_dm2'])}" if math.isfinite(r["grid_m2"])
+                    else "none")
+            lines.append(f"  {lbl + ' crossing':<17}{r['N_a']}-{r['N_b']}: curves {txt};  grid points {grid}")
+    return "\n".join(lines)
+
+
 def format_report(result: dict) -> str:
     """The text `rgdist aggregate` prints: points, crossings and peaks, the critical line."""
     rows = result["rows"]
@@ -99,11 +134,17 @@ def format_report(result: dict) -> str:
                   analysis_text(result["analyses"]), "",
                   "critical line m2_c(lam) (Binder crossing of the largest pair; error = "
                   "bootstrap (+) drift of the last two pairs):", critical_text(result["critical"])]
+    if result.get("curves"):
+        parts += ["", "continuous curves U, chi, xi2/N (multi-histogram reweighting in m2 of the HMC "
+                      "series, jackknife errors including the reweighting); crossings on the curves "
+                      "vs the grid-point crossings above (local fits through the grid points, "
+                      "bootstrap errors):", curves_text(result["curves"], result["curve_crossings"])]
     if result["notes"]:
         parts += ["", *(f"note: {n}" for n in result["notes"])]
     f = result["files"]
     parts += ["", "wrote " + ", ".join(str(f[k]) for k in ("csv", "h5", "crossings_csv", "peaks_csv",
-                                                            "critical_csv"))]
+                                                            "critical_csv", "curves_json",
+                                                            "curve_crossings_csv") if k in f)]
     if f["plots"]:
         parts.append(f"wrote {len(f['plots'])} figure files to {Path(f['plots'][0]).parent}")
     return "\n".join(parts)
