@@ -204,7 +204,7 @@ class PointJob:
     def _build(self, name: str):
         c, env = self.ctx.campaign, self._env()
         if name == "hmc":
-            return HMCStage(c.hmc, env, n_bins=c.measure.n_bins)
+            return HMCStage(c.hmc, env, n_bins=c.measure.n_bins, series=c.measure.series)
         if self.ctx.shared is not None:
             scheme = build.scheme_for(c.scheme, self.lattice)
             model, G = self.ctx.shared.model_for(c, self.lattice, scheme, self.ctx.point.m2,

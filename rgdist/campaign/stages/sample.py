@@ -149,7 +149,8 @@ class SampleStage(Stage):
                "results/train/loss": base["results/train/loss"],
                "results/train/steps": base["results/train/steps"],
                "results/hmc/acceptance": base["hmc/acceptance"],
-               "results/spectrum": self.G.cpu().numpy(), **prefixed("results", self.diagnostics)}
+               "results/spectrum": self.G.cpu().numpy(), **prefixed("results", self.diagnostics),
+               **{k: v for k, v in base.items() if k.startswith("results/series/")}}
         if len(self.t_flow):
             out.update(prefixed("results", flow_results(
                 self.env, self.scheme, self.model, self.G, self.t_flow, total["flow"], base,
