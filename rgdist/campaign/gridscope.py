@@ -189,7 +189,8 @@ def _shared_from(arrays: dict) -> SharedModel:
                        steps=int(np.asarray(arrays["shared/steps"])))
 
 
-def run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log) -> dict:
+def run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log, *, device,
+               preempt) -> tuple[dict, dict]:
     """The three phases (module docstring) for this rank's points ``mine`` (indices into
     ``points``) on its group communicator ``sub``; collective over ``comm`` (all ranks).
     ``make_ctx(point, shared=None, shared_index=-1)`` builds a PointContext. Returns
@@ -220,16 +221,19 @@ def run_points(campaign, run_dir, points, mine, sub, comm, make_ctx, log) -> dic
         store = CheckpointStore(run_dir / "grid" / shape_tag(shape), comm,
                                 keep=campaign.checkpoint.keep)
         shared[shape] = (train_shared(campaign, shape, group, jobs, comm, store,
-                                      device=make_ctx(group[0]).device,
-                                      preempt=make_ctx(group[0]).preempt, log=log), group)
+                                      device=device, preempt=preempt, log=log), group)
     results = {}
-    for i in mine:  # phase 3: sampling (and correction) of my points with the shared model
-        p = points[i]
-        model, group = shared[tuple(p.shape)]
-        j = [q.index for q in group].index(p.index)
-        results[p.point_id] = PointJob(make_ctx(p, shared=model, shared_index=j)).run()
+    try:
+        for i in mine:  # phase 3: sampling (and correction) of my points with the shared model
+            p = points[i]
+            model, group = shared[tuple(p.shape)]
+            j = [q.index for q in group].index(p.index)
+            results[p.point_id] = PointJob(make_ctx(p, shared=model, shared_index=j)).run()
+    except Preempted:
+        pre = True
+    if comm.any_true(pre):  # agreed before the next collective (the scan)
+        raise Preempted("sample")
     from rgdist.campaign.scan import run_scan  # phase 4: the sample.couplings scan
 
-    scan = run_scan(campaign, shapes, {s: m for s, (m, _) in shared.items()}, comm,
-                    make_ctx(points[0]).device, log)
+    scan = run_scan(campaign, shapes, {s: m for s, (m, _) in shared.items()}, comm, device, log)
     return results, scan

@@ -121,7 +121,7 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
 
             try:
                 results, scan = run_points(campaign, run_dir, points, mine, sub, comm, make_ctx,
-                                           log)
+                                           log, device=device, preempt=preempt)
             except Preempted as exc:
                 log(f"pre-empted during the {exc} phase of the grid model; checkpoint written")
                 status = "preempted"

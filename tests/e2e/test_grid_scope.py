@@ -173,3 +173,33 @@ def test_scan_bad_input_exits_2_and_writes_nothing(tmp_path):
     off.write_text(off.read_text().replace("method: reweight", "method: off"))
     out = rgdist(["validate", str(off)], cwd=tmp_path)
     assert out.returncode == 2 and "correct.method" in out.stderr, out.stderr
+
+
+def test_sigusr1_during_shared_training_checkpoints_and_resumes(tmp_path):
+    """Pre-emption in phase 2: SIGUSR1 once the shared model has a checkpoint -> the job
+    saves, exits with the re-queue code, and the resume equals the uninterrupted run."""
+    import subprocess
+    import sys
+    import time
+
+    from rgdist import exitcodes
+
+    from campaign_util import env
+
+    camp = _write(tmp_path, train_steps=150)
+    proc = subprocess.Popen([sys.executable, "-m", "rgdist", "run", str(camp), "--run-dir", "run"],
+                            cwd=tmp_path, env=env(RGDIST_NO_MPI=1), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    grid = tmp_path / "run" / "grid" / "N8x8"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(grid.glob("ckpt-*.h5")):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == exitcodes.REQUEUE, err[-2000:]
+    assert "pre-empted during the train phase" in (tmp_path / "run" / "logs" / "rank-0000.log").read_text()
+    done = rgdist(["resume", "run"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    full = rgdist(["run", str(camp), "--run-dir", "full"], cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert digest(tmp_path / "run") == digest(tmp_path / "full")
