@@ -148,9 +148,17 @@ def train_shared(campaign, shape, points, jobs: dict, comm, store, *, device, pr
         store.save(tag, arrays, {"step": int(trainer.step), "done": bool(done)})
         last = time.monotonic()
 
+    def report():  # the status display of the points whose data this rank owns
+        for job in jobs.values():
+            if job.ctx.report is not None:
+                job.ctx.report({"stage": "train", "step": int(trainer.step), "shared": True,
+                                "progress": min(1.0, trainer.step / max(cfg.steps, 1))})
+
     while trainer.step < cfg.steps:
         trainer.fit(until=trainer.step + 1, check_time=False)
         faults.maybe_kill("train_step")
+        if trainer.step % 20 == 0 or trainer.step == cfg.steps:
+            report()
         flags = comm.allreduce_max(np.array([bool(preempt.requested), trainer.out_of_time(),
                                              ck.every_seconds is not None
                                              and time.monotonic() - last >= ck.every_seconds],
