@@ -21,8 +21,6 @@ the identity), so this module knows nothing about MPI.
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -106,12 +104,7 @@ class GridTrainer(Trainer):
         return np.concatenate(parts)
 
     def train_step(self) -> float | None:
-        cfg = self.config
-        if self._clock_start is None:
-            self._clock_start = time.monotonic()
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self._start_step()
         local = {p.index: self._point_gradient(p) for p in self.points}
         self.generator = self._base_generator
         every = self._reduce(local)
@@ -122,29 +115,18 @@ class GridTrainer(Trainer):
         for j in range(1, self.n_points):
             total += every[j]
         total /= self.n_points
-        loss_value = float(total[0])
         pos = 1
         self.optimizer.zero_grad(set_to_none=True)
         for q in self.params:
             n = q.numel()
             q.grad = torch.from_numpy(total[pos:pos + n].reshape(q.shape)).to(q)
             pos += n
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        self.last_grad_norm = grad_norm
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
-            what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-            self._nonfinite(f"non-finite {what}")
+        loss = self._finish_step(float(total[0]))
+        if loss is None:  # rolled back: forget the per-point losses of the undone steps
             del self.point_losses[self.step:]
-            return None
-        self._take_snapshot()
-        self.optimizer.step()
-        self._update_ema()
-        self.step += 1
-        self.loss_history.append(loss_value)
-        self.point_losses.append([float(every[j][0]) for j in range(self.n_points)])
-        self._consecutive_rollbacks = 0
-        return loss_value
+        else:
+            self.point_losses.append([float(every[j][0]) for j in range(self.n_points)])
+        return loss
 
     # ------------------------------------------------------------------ state
     def _neutral_spectrum(self) -> None:

@@ -21,11 +21,10 @@ generator is not rolled back, so the same bad draw is not repeated). More than
 ``max_rollbacks`` consecutive rollbacks raise FloatingPointError. nan_policy="raise" raises at
 the first non-finite step.
 
-AMP: amp="bf16" runs the model forward under torch.autocast(bfloat16); the loss (FFTs) stays
-in the data dtype. Autocast only lowers float32 computations, so it needs a float32 model
-(build_model(..., dtype="float32")); a float64 model with amp="bf16" is rejected.
-tf32=True enables TF32 matmuls/convolutions on CUDA (a process-global torch setting). Bit-for-bit determinism is
-guaranteed on CPU; on CUDA it also needs torch.use_deterministic_algorithms(True).
+AMP: amp="bf16" runs the model forward under torch.autocast(bfloat16) (the loss, FFTs, stays
+in the data dtype); it needs a float32 model, a float64 one is rejected. tf32=True enables
+TF32 matmuls/convolutions on CUDA (process-global). Bitwise determinism holds on CPU; on CUDA
+it also needs torch.use_deterministic_algorithms(True).
 """
 from __future__ import annotations
 
@@ -43,12 +42,8 @@ from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
 from rgdist.train.dsm import check_t_sampler, check_weighting, dsm_loss
-from rgdist.train.objectives import (
-    check_objective,
-    check_reverse_kl_model,
-    kish_ess_fraction,
-    reverse_kl_loss,
-)
+from rgdist.train.objectives import (check_objective, check_reverse_kl_model,
+                                     kish_ess_fraction, reverse_kl_loss)
 
 AMP_MODES = ("off", "bf16")
 NAN_POLICIES = ("rollback", "raise")
@@ -260,18 +255,25 @@ class Trainer:
         """One optimizer step; returns the loss, or None if the NaN guard rolled back
         (then ``self.step`` went back to the restored step: drive loops by ``self.step``)."""
         cfg = self.config
-        if self._clock_start is None:
-            self._clock_start = time.monotonic()
-        lr = self.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self._start_step()
         phi0 = None
         if cfg.objective != "reverse_kl":
             phi0 = self.data.sample(cfg.batch_size, self.generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.compute_loss(phi0)
         loss.backward()
-        loss_value = float(loss.detach())
+        return self._finish_step(float(loss.detach()))
+
+    def _start_step(self) -> None:  # the budget clock and the step's learning rate
+        if self._clock_start is None:
+            self._clock_start = time.monotonic()
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _finish_step(self, loss_value: float) -> float | None:
+        """Gradients in place: clip, NaN guard, Adam, EMA, counters; the loss or None."""
+        cfg = self.config
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
         self.last_grad_norm = grad_norm
