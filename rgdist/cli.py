@@ -93,7 +93,7 @@ def _cmd_status(args) -> int:
 def _cmd_aggregate(args) -> int:
     from rgdist.campaign.aggregate import aggregate_cli
 
-    return aggregate_cli(args.run_dirs, args.output)
+    return aggregate_cli(args.run_dirs, args.output, args.m2_range)
 
 
 def _cmd_plot(args) -> int:
@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
              "rgdist aggregate runs/scan_N8 runs/scan_N16 -o phase")
     sp.add_argument("run_dirs", nargs="+")
     sp.add_argument("-o", "--output", default=None, help="output prefix (default RUN_DIR/aggregate)")
+    sp.add_argument("--m2-range", default=None, metavar="LO:HI",
+                    help="m2 range of the reweighted curves (default: the sampled range, "
+                         "unsupported targets skipped); a range the data do not support is exit 2")
 
     sp = add("plot", _cmd_plot, "draw the figures of a run directory", "rgdist plot runs/default")
     sp.add_argument("run_dir")

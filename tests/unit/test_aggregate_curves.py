@@ -199,3 +199,23 @@ def test_points_without_overlap_are_skipped_ranges_not_errors(tmp_path):
     js = json.loads((tmp_path / "gap" / "aggregate_curves.json").read_text())
     assert js["lines"][0]["skipped"][0]["reason"] == why
     assert js["crossings"] == []                                     # one size: nothing to cross
+
+
+def test_explicit_m2_range_beyond_the_overlap_is_exit_2_and_writes_nothing(tmp_path, capsys):
+    """`rgdist aggregate --m2-range LO:HI` asks for curves on exactly that range: where the
+    data do not support it (no overlap between -1.45 and +0.5, or beyond the sampled m2) the
+    command exits 2 naming the range and what the data support, and writes no file."""
+    from rgdist.cli import main
+
+    make_run(tmp_path / "gap", [8], [-1.45, 0.5])
+    before = sorted(p.name for p in (tmp_path / "gap").iterdir())
+    for rng, what in [("-1.45:0.5", "beyond the overlap the data support"),
+                      ("-1.6:-1.45", "beyond the sampled m2"), ("3:1", "LO < HI")]:
+        code = main(["aggregate", str(tmp_path / "gap"), f"--m2-range={rng}"])
+        err = capsys.readouterr().err
+        assert code == 2, (rng, err)
+        assert "--m2-range" in err and what in err, (rng, err)
+        assert sorted(p.name for p in (tmp_path / "gap").iterdir()) == before
+    # a range inside one point's support is drawn
+    assert main(["aggregate", str(tmp_path / "gap"), "--m2-range=-1.45:-1.449"]) == 0
+    assert (tmp_path / "gap" / "aggregate_curves.json").exists()

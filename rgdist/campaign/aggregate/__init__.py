@@ -63,6 +63,7 @@ from rgdist.campaign.aggregate.curves import (
     curve_crossing_rows,
     curve_rows,
     curves_json,
+    parse_m2_range,
 )
 from rgdist.campaign.aggregate.figures import flow_data, flow_figures, phase_figures
 from rgdist.campaign.aggregate.text import (
@@ -110,7 +111,7 @@ def _columns(rows: list[dict], columns: Sequence[str]) -> dict[str, list]:
 
 
 def aggregate(run_dirs: Sequence, output: str | None = None, *, plots: bool = True,
-              n_boot: int = 1000, seed: int = 0) -> dict:
+              n_boot: int = 1000, seed: int = 0, m2_range: str | None = None) -> dict:
     """Aggregate ``run_dirs`` into OUT.csv / OUT.h5 (+ OUT_crossings/_peaks/_critical.csv and,
     with ``plots``, the figures in OUT_plots/).  Serial.
 
@@ -130,7 +131,7 @@ def aggregate(run_dirs: Sequence, output: str | None = None, *, plots: bool = Tr
     analyses = analyse(tables, n_boot=n_boot, seed=seed)
     cross, peaks, crit = crossing_rows(analyses), peak_rows(analyses), critical_rows(analyses)
     crit_cols = critical_columns()
-    curves, more = curve_analysis(points)
+    curves, more = curve_analysis(points, m2_range=parse_m2_range(m2_range))
     notes += more
     curve_cross = curve_crossing_rows(curves, cross)
 
@@ -187,9 +188,9 @@ def plot_run(run_dir, output: str | None = None, *, n_boot: int = 1000, seed: in
     return {"outdir": outdir, "files": files, "analyses": analyses, "notes": notes}
 
 
-def aggregate_cli(run_dirs: list[str], output: str | None) -> int:
+def aggregate_cli(run_dirs: list[str], output: str | None, m2_range: str | None = None) -> int:
     """`rgdist aggregate`: :func:`aggregate` and its report on stdout."""
-    print(format_report(aggregate(run_dirs, output)))
+    print(format_report(aggregate(run_dirs, output, m2_range=m2_range)))
     return exitcodes.OK
 
 

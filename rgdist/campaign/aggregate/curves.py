@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from rgdist.campaign.aggregate.collect import shape_of
+from rgdist.errors import ConfigError
 
 N_GRID = 121
 CURVE_COLUMNS = ("d", "lam", "N", "m2", "ess", "binder", "binder_err", "chi", "chi_err",
@@ -53,20 +54,51 @@ def series_lines(points: dict) -> tuple[dict, list[str]]:
     return lines, notes
 
 
-def curve_analysis(points: dict, *, n_grid: int = N_GRID) -> tuple[list[dict], list[str]]:
+def parse_m2_range(text: str | None) -> tuple[float, float] | None:
+    """``--m2-range LO:HI`` -> (LO, HI); ConfigError (exit 2) when malformed."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in str(text).split(":"))
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ConfigError("--m2-range", f"must look like LO:HI with numbers LO < HI, got {text!r}")
+    return lo, hi
+
+
+def _check_range(lam, N, curve, lo, hi) -> None:
+    """An explicit range must lie inside N's sampled m2 and be supported everywhere."""
+    sampled = (min(curve.m2), max(curve.m2)) if curve.m2 else None
+    where = f"--m2-range {lo:g}:{hi:g} at lam={lam:g}, N={N}"
+    if sampled is None or lo < sampled[0] - 1e-12 or hi > sampled[1] + 1e-12:
+        raise ConfigError("--m2-range", f"{where} goes beyond the sampled m2 "
+                                        f"{list(sampled) if sampled else []}: reweighting "
+                                        "reaches only between sampled couplings")
+    if curve.reason or curve.skipped:
+        why = curve.reason or "; ".join(f"[{a:.6g}, {b:.6g}]: {r}" for a, b, r in curve.skipped)
+        raise ConfigError("--m2-range", f"{where} is beyond the overlap the data support: {why}")
+
+
+def curve_analysis(points: dict, *, n_grid: int = N_GRID,
+                   m2_range: tuple[float, float] | None = None) -> tuple[list[dict], list[str]]:
     """Per (d, lam) with series: {"d", "lam", "grid", "curves": {N: ReweightedCurve},
-    "crossings": [CurveCrossing]}; and notes."""
+    "crossings": [CurveCrossing]}; and notes. ``m2_range``: the targets' range (default: the
+    sampled range, unsupported targets skipped); an explicit range must be supported at every
+    target of every size (ConfigError naming what the data support otherwise)."""
     from rgdist.analysis.reweight_curves import curve_crossing, reweighted_curve
 
     lines, notes = series_lines(points)
     out = []
     for (d, lam), by_N in sorted(lines.items()):
         m2s = [e.m2 for ens in by_N.values() for e in ens]
-        grid = np.linspace(min(m2s), max(m2s), n_grid)
+        grid = np.linspace(*(m2_range or (min(m2s), max(m2s))), n_grid)
         curves = {}
         for N in sorted(by_N):
             c = reweighted_curve(by_N[N], (N,) * d, lam, grid)
             curves[N] = c
+            if m2_range is not None:
+                _check_range(lam, N, c, *m2_range)
             if c.reason:
                 notes.append(f"lam={lam:g} N={N}: no reweighted curve ({c.reason})")
         sizes = [N for N in sorted(curves) if not curves[N].reason]
