@@ -59,6 +59,14 @@ def select_points(points: list, selector: str | None) -> list:
     return [p for p in points if p.index % k == i]
 
 
+def _check_selection(campaign, selector) -> None:
+    """A grid model is trained on all points of a size in one job: no job arrays."""
+    if selector and campaign.model.scope == "grid":
+        raise ConfigError("--points", "model.scope: grid trains one model on all points of a "
+                                      "lattice size in one job; --points (job arrays) needs "
+                                      "model.scope: point")
+
+
 class RankLog:
     def __init__(self, path: Path | None, rank: int):
         self.rank = rank
@@ -87,6 +95,7 @@ def run_campaign(campaign, run_dir: Path, comm, *, campaign_file=None, points_se
     from rgdist.parallel.device import choose_device, configure_threads
 
     run_dir = Path(run_dir)
+    _check_selection(campaign, points_selector)
     prepare_run_dir(campaign, campaign_file, run_dir, comm, points_selector)
     points = select_points(campaign.points(), points_selector)
     group, mine = assign_points(len(points), comm.rank, comm.size, campaign.resources.ranks_per_point)
@@ -199,6 +208,7 @@ def run_from_cli(campaign_file=None, run_dir=None, resume=False, points=None, pr
             points = read_selection(run_dir)
         if points is not None:
             select_points(campaign.points(), points)
+            _check_selection(campaign, points)
         from rgdist.campaign.diagnostics import precheck
 
         precheck(campaign)  # what no data can repair, before anything is written

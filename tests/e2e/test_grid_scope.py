@@ -203,3 +203,11 @@ def test_sigusr1_during_shared_training_checkpoints_and_resumes(tmp_path):
     full = rgdist(["run", str(camp), "--run-dir", "full"], cwd=tmp_path)
     assert full.returncode == 0, full.stderr[-3000:]
     assert digest(tmp_path / "run") == digest(tmp_path / "full")
+
+
+def test_job_array_selection_is_refused_with_the_grid_scope(tmp_path):
+    camp = _write(tmp_path)
+    out = rgdist(["run", str(camp), "--run-dir", "run", "--points", "0/2"], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "--points" in out.stderr and "model.scope: point" in out.stderr
+    assert not (tmp_path / "run").exists()
