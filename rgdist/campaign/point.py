@@ -142,11 +142,12 @@ class PointJob:
 
     # ------------------------------------------------------------------ pipeline
     def run(self, stop_at: str | None = None) -> dict:
-        """Run to the end (or until the pipeline reaches stage ``stop_at``); returns the
-        point's results (the hand-over so far in ``self.arrays`` when stopped early)."""
+        """Run to the end (or until the pipeline reaches stage ``stop_at`` or a later one);
+        returns the point's results (the hand-over so far in ``self.arrays`` when stopped)."""
         if not self.resume():
             self.stage, self.step = "hmc", 0
-        while self.stage != "done" and self.stage != stop_at:
+        last = STAGES.index(stop_at) if stop_at is not None else len(STAGES) - 1
+        while self.stage != "done" and STAGES.index(self.stage) < last:
             t0 = time.perf_counter()
             self._run_stage()
             self.ctx.timings[self.stage] = self.ctx.timings.get(self.stage, 0.0) + time.perf_counter() - t0

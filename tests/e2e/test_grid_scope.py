@@ -80,6 +80,17 @@ def test_kill_in_shared_training_and_resume_on_other_rank_count(serial_run, tmp_
     assert digest(tmp_path / "run") == ref
 
 
+def test_kill_while_sampling_and_resume(serial_run, tmp_path):
+    """SIGKILL in phase 3 (a point's sampling with the shared model): the resume skips the
+    finished phases (points past the data stage are not re-run there) and gives the same file."""
+    _, camp, ref = serial_run
+    killed = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path, RGDIST_FAULT="sample_chunk:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = rgdist(["resume", "run"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert digest(tmp_path / "run") == ref
+
+
 def test_grid_scope_with_one_point_per_size_is_bad_input(tmp_path):
     camp = tmp_path / "one.yaml"
     camp.write_text(GRID.format(train_steps=12, sample_steps=8, every=3).replace(
