@@ -189,8 +189,8 @@ class PointJob:
         keep the point's own loss contribution and move on to sampling."""
         c = self.ctx.campaign
         scheme = build.scheme_for(c.scheme, self.lattice)
-        G = measured_spectrum(torch.as_tensor(self.arrays["data/configs"]), self.lattice)
-        self._diagnostics(scheme, G)
+        # the point's measured spectrum, as the shared training measured it
+        self._diagnostics(scheme, torch.tensor(self.ctx.shared.spectra[self.ctx.shared_index]))
         self.arrays = {**self.arrays, **self.ctx.shared.point_results(self.ctx.shared_index)}
         self.stage, self.step = "sample", 0
         self._report(progress=0.0)

@@ -23,22 +23,12 @@ SERIES_NAMES = ("phi2_sum", "m", "g2_p1", "chain")
 
 
 def series_arrays(configs, chain) -> dict[str, np.ndarray]:
-    """What reweighting in m2 (rgdist.analysis.reweight_m2) needs of every kept configuration
-    ``configs`` (n, *shape), ordered like ``chain`` (n,): ``phi2_sum`` = sum_x phi_x^2 (n,),
-    ``m`` = M = mean_x phi_x (n,), ``g2_p1`` (n, d) = |phi~(p1_mu)|^2 / V at the lowest
-    momentum of each axis (for xi2), ``chain`` (n,) int64 (the jackknife bins), float64.
-    The same numbers as rgdist.analysis.reweight_m2.config_data, without its full FFT (phi~ at
-    p1_mu is the DFT at k = 1 of the field summed over the other axes)."""
-    phi = np.asarray(configs, dtype=np.float64)
-    shape, axes = phi.shape[1:], tuple(range(1, phi.ndim))
-    volume = float(np.prod(shape))
-    g2_p1 = []
-    for mu, n_mu in enumerate(shape):
-        proj = phi.sum(axis=tuple(a for a in axes if a != mu + 1))           # (n, N_mu)
-        phase = np.exp(-2j * np.pi * np.arange(n_mu) / n_mu)
-        g2_p1.append(np.abs(proj @ phase) ** 2 / volume)
-    return {"phi2_sum": np.sum(phi * phi, axis=axes), "m": phi.reshape(phi.shape[0], -1).mean(1),
-            "g2_p1": np.stack(g2_p1, axis=1), "chain": np.asarray(chain, dtype=np.int64)}
+    """What reweighting in m2 needs of every kept configuration ``configs`` (n, *shape),
+    ordered like ``chain`` (n,): rgdist.analysis.config_data (``phi2_sum``, ``m``, ``g2_p1``)
+    and ``chain`` (int64, the jackknife bins)."""
+    from rgdist.analysis.reweight_observables import config_data
+
+    return {**config_data(configs), "chain": np.asarray(chain, dtype=np.int64)}
 
 
 class HMCStage(Stage):
