@@ -93,6 +93,7 @@ from rgdist.catalog import (  # noqa: F401  (re-exported: the schema's name list
 )
 from rgdist.catalog import DENSITY_METHODS as LIKELIHOODS
 from rgdist.catalog import INTEGRATORS as FLOW_INTEGRATORS
+from rgdist.coupling_rows import CouplingRows
 from rgdist.errors import ConfigError
 
 SCHEMA_VERSION = 1
@@ -216,7 +217,8 @@ def _volume(shape) -> int:
 def _check_grid_scope(c: Campaign, points) -> None:
     """``model.scope: grid`` trains one model per lattice size on all its points: it needs at
     least two points per size, and (Gaussian-exact models interpolate the measured spectrum)
-    couplings forming a product grid of m2 x lam values."""
+    couplings forming a product grid of m2 x lam values or rows of constant lam with at least
+    two m2 each (rgdist.coupling_rows); scan couplings must lie in the region of the rows."""
     scan = c.sample.couplings
     if c.model.scope != "grid":
         if scan is not None:
@@ -237,22 +239,21 @@ def _check_grid_scope(c: Campaign, points) -> None:
             raise ConfigError("model.scope", f"grid trains one model on all points of a lattice "
                                              f"size and needs at least 2 points per size; N = "
                                              f"{size} has {len(cpl)} (use scope: point)")
-        m2s, lams = {m for m, _ in cpl}, {l for _, l in cpl}
-        if c.model.gaussian_exact and len(m2s) * len(lams) != len(set(cpl)):
+        rows = CouplingRows(cpl)
+        short = [f"lam = {lam:g}" for lam, r in zip(rows.lams, rows.m2s) if r.size < 2]
+        if c.model.gaussian_exact and not rows.is_product and short:
             raise ConfigError("model.scope", f"grid with gaussian_exact: true interpolates the "
-                                             f"measured spectrum on a product grid of m2 x lam; the "
-                                             f"points of N = {size} are not one (use grid.combine: "
-                                             f"product, theory.parametrization: standard)")
+                                             f"measured spectrum on a product grid of m2 x lam or "
+                                             f"along rows of constant lam with at least 2 m2 "
+                                             f"values each; the points of N = {size} are neither "
+                                             f"({', '.join(short)} has one m2)")
         if scan is None or c.sample.allow_outside:
             continue
-        lo_m, hi_m = min(m2s), max(m2s)
-        lo_l, hi_l = min(lams), max(lams)
         for i, (m, l) in enumerate(scan):
-            if not (lo_m <= m <= hi_m and lo_l <= l <= hi_l):
+            if not rows.contains(m, l):
                 raise ConfigError("sample.couplings", f"coupling {i} (m2={m:g}, lam={l:g}) lies "
                                                       f"outside the trained window of N = {size}: "
-                                                      f"m2 in [{lo_m:g}, {hi_m:g}], lam in "
-                                                      f"[{lo_l:g}, {hi_l:g}]; move it inside or set "
+                                                      f"{rows.describe()}; move it inside or set "
                                                       f"sample.allow_outside: true")
 
 

@@ -17,9 +17,10 @@ convolutional (it runs on any lattice size) and keeps its symmetries (c enters l
 
 The Gaussian-exact wrapper (``GaussianExactScore``) needs the data spectrum G of the coupling
 it runs at. :class:`SpectrumTable` holds G measured at the training points (HMC) and
-interpolates log G(p) bilinearly in (m2, lam) on the product grid of the training couplings:
-exact at a training point, and between points an interpolation of a smooth positive function
-(the residual net learns what the interpolation misses; the correction makes the sampler exact
+interpolates log G(p) bilinearly in (m2, lam) on the product grid of the training couplings
+(or, for a grid that follows the critical line, along rows of constant lam and linearly
+between them): exact at a training point, and between points an interpolation of a smooth
+positive function (the residual net learns what the interpolation misses; the correction makes the sampler exact
 whatever G is used).
 
 :func:`set_couplings` binds a conditioned model to one coupling (conditioning input and, for
@@ -132,25 +133,47 @@ def condition_model(model: nn.Module, window: CouplingWindow) -> nn.Module:
 
 
 class SpectrumTable:
-    """Measured spectra G(p) at training couplings, interpolated bilinearly in log G.
+    """Measured spectra G(p) at training couplings, interpolated in log G.
 
-    ``couplings``: (P, 2) distinct (m2, lam) forming a full product grid of their m2 and lam
-    values; ``spectra``: (P, *shape), finite and > 0."""
+    ``couplings``: (P, 2) distinct (m2, lam); ``spectra``: (P, *shape), finite and > 0.
+    A product grid of m2 x lam values is interpolated bilinearly. Any other grid is read as
+    rows of constant lam (rgdist.coupling_rows; each lam needs at least 2 m2 values), e.g. a
+    phase-diagram grid that follows the critical line: G is interpolated linearly in log G
+    along each row at the same relative position u = (m2 - lo(lam)) / (hi(lam) - lo(lam)),
+    then linearly in lam between the two rows (bilinear in (u, lam); for a product grid the
+    same as bilinear in (m2, lam)). Exact at a training point; outside the region of the
+    rows: ValueError unless allowed (then a linear extrapolation of log G)."""
 
     def __init__(self, couplings, spectra):
+        from rgdist.coupling_rows import CouplingRows
+
         c = np.asarray(couplings, dtype=np.float64).reshape(-1, 2)
         g = np.asarray(spectra, dtype=np.float64)
         if g.shape[0] != c.shape[0] or not np.all(np.isfinite(g)) or not np.all(g > 0):
             raise ValueError("spectra must be finite, > 0, one per coupling")
+        if len({(float(m), float(l)) for m, l in c}) != c.shape[0]:
+            raise ValueError(f"the training couplings must be distinct; got {c.tolist()}")
+        self.rows = CouplingRows(c)
         self.m2s, self.lams = np.unique(c[:, 0]), np.unique(c[:, 1])
-        if self.m2s.size * self.lams.size != c.shape[0]:
-            raise ValueError("the training couplings must form a product grid of m2 x lam "
-                             f"values; got {c.tolist()}")
-        self.g = np.empty((self.m2s.size, self.lams.size) + g.shape[1:])
-        for (m2, lam), gi in zip(c, g):
-            self.g[np.searchsorted(self.m2s, m2), np.searchsorted(self.lams, lam)] = gi
-        self.log_g = np.log(self.g)
         self.window = CouplingWindow((self.m2s[0], self.m2s[-1]), (self.lams[0], self.lams[-1]))
+        self.product = self.rows.is_product
+        if self.product:
+            self.g = np.empty((self.m2s.size, self.lams.size) + g.shape[1:])
+            for (m2, lam), gi in zip(c, g):
+                self.g[np.searchsorted(self.m2s, m2), np.searchsorted(self.lams, lam)] = gi
+            self.log_g = np.log(self.g)
+            return
+        short = [f"lam = {lam:g}" for lam, r in zip(self.rows.lams, self.rows.m2s) if r.size < 2]
+        if short:
+            raise ValueError("the training couplings must form a product grid of m2 x lam "
+                             "values, or rows of constant lam with at least 2 m2 values each; "
+                             f"{', '.join(short)} has only one; got {c.tolist()}")
+        self.row_g = []  # per row: (m2 knots, log G at the knots), m2 ascending
+        for lam, knots in zip(self.rows.lams, self.rows.m2s):
+            sel = c[:, 1] == lam
+            order = np.argsort(c[sel, 0])
+            self.row_g.append((knots, np.log(g[sel][order])))
+        self._points = {(float(m), float(l)): gi for (m, l), gi in zip(c, g)}
 
     @staticmethod
     def _bracket(axis: np.ndarray, v: float) -> tuple[int, int, float]:
@@ -162,6 +185,8 @@ class SpectrumTable:
     def at(self, m2: float, lam: float, allow_outside: bool = False) -> torch.Tensor:
         """G(p) at (m2, lam), float64 (linear extrapolation of log G when allowed outside)."""
         self.window.check(m2, lam, allow_outside)
+        if not self.product:
+            return self._at_rows(float(m2), float(lam), allow_outside)
         hit_m2, hit_lam = np.flatnonzero(self.m2s == m2), np.flatnonzero(self.lams == lam)
         if hit_m2.size and hit_lam.size:  # a training point: its measured G, bit for bit
             return torch.from_numpy(self.g[hit_m2[0], hit_lam[0]].copy())
@@ -169,6 +194,24 @@ class SpectrumTable:
         j0, j1, b = self._bracket(self.lams, lam)
         lg = ((1 - a) * (1 - b) * self.log_g[i0, j0] + a * (1 - b) * self.log_g[i1, j0]
               + (1 - a) * b * self.log_g[i0, j1] + a * b * self.log_g[i1, j1])
+        return torch.from_numpy(np.exp(lg))
+
+    def _at_rows(self, m2: float, lam: float, allow_outside: bool) -> torch.Tensor:
+        self.rows.check(m2, lam, allow_outside)
+        hit = self._points.get((m2, lam))
+        if hit is not None:  # a training point: its measured G, bit for bit
+            return torch.from_numpy(hit.copy())
+        j0, j1, b = self.rows.bracket(lam)
+        lo, hi = self.rows.bounds(lam)
+        if not hi > lo:
+            raise ValueError(f"lam = {lam:g} lies too far outside the rows' lam range: "
+                             f"the extrapolated m2 interval is empty")
+        u = (m2 - lo) / (hi - lo)
+        lg = 0.0
+        for j, w in ((j0, 1 - b), (j1, b)):
+            knots, log_g = self.row_g[j]
+            i0, i1, a = self._bracket(knots, knots[0] + u * (knots[-1] - knots[0]))
+            lg = lg + w * ((1 - a) * log_g[i0] + a * log_g[i1])
         return torch.from_numpy(np.exp(lg))
 
 

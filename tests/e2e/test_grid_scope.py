@@ -222,3 +222,27 @@ def test_job_array_selection_is_refused_with_the_grid_scope(tmp_path):
     assert out.returncode == 2, out.stderr
     assert "--points" in out.stderr and "model.scope: point" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_grid_following_a_line_is_a_rows_grid(tmp_path):
+    """A zip grid whose m2 interval moves with lam (as a phase-diagram grid that follows the
+    critical line) trains one Gaussian-exact model: the spectrum is interpolated along rows
+    of constant lam. A scan coupling between the rows runs; one inside the bounding box but
+    outside the region of the rows is bad input (exit 2, the message names the rows)."""
+    from rgdist.io.results import read_results
+
+    rows = ("grid: {m2: [-0.8, -0.4], lam: [1.0]}",
+            "grid: {combine: zip, m2: [-0.8, -0.4, -1.0, -0.6], lam: [1.0, 1.0, 1.5, 1.5]}")
+    camp = _scan(tmp_path, "[[-0.6, 1.0], [-0.7, 1.25]]")
+    camp.write_text(camp.read_text().replace(*rows))
+    out = rgdist(["run", str(camp), "--run-dir", "run"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    scan = read_results(tmp_path / "run" / "results.h5")["scan"]["N8x8"]
+    np.testing.assert_array_equal(scan["couplings"], [[-0.7, 1.25], [-0.6, 1.0]])  # m2 order
+    assert np.all(np.isfinite(scan["reweight/chi"])) and np.all(scan["ess_fraction"] > 0)
+    bad = _scan(tmp_path, "[[-0.45, 1.5]]", name="bad.yaml")
+    bad.write_text(bad.read_text().replace(*rows))
+    out = rgdist(["run", str(bad), "--run-dir", "bad"], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "sample.couplings" in out.stderr and "lam = 1.5: m2 in [-1, -0.6]" in out.stderr
+    assert not (tmp_path / "bad").exists()

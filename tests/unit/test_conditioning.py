@@ -105,8 +105,40 @@ def test_spectrum_table_exact_at_points_and_log_bilinear_between():
         np.testing.assert_allclose(table.at(m2, lam).numpy(), g(m2, lam), rtol=1e-13)
     with pytest.raises(ValueError, match="outside the trained window"):
         table.at(0.1, 1.0)
-    with pytest.raises(ValueError, match="product grid"):
-        SpectrumTable(cpl[:-1], [g(*c) for c in cpl[:-1]])
+    one_m2 = [c for c in cpl if c[1] == 0.5] + [(-0.6, 1.0)]
+    with pytest.raises(ValueError, match=r"product grid.*lam = 1 has only one"):
+        SpectrumTable(one_m2, [g(*c) for c in one_m2])
+
+
+def test_spectrum_table_rows_follow_a_sheared_grid():
+    """A grid whose m2 interval moves with lam (rows of constant lam, as along a critical
+    line): exact at the points, and exact to rounding for log G bilinear in (u, lam) with
+    u = (m2 - lo(lam)) / (hi(lam) - lo(lam)) the relative position in the row (|log G| <~ 3:
+    checked at 1e-13 relative); outside the ruled region between the rows: ValueError naming
+    the rows, even inside the bounding box."""
+    p = LAT.phat2(dtype=torch.float64).numpy()
+    rows = {0.5: [-0.8, -0.7, -0.55], 1.0: [-1.4, -1.2], 2.0: [-2.5, -2.3, -2.2, -2.1]}
+
+    def lo_hi(lam):
+        b = (lam - 0.5) / 0.5 if lam <= 1.0 else (lam - 1.0) / 1.0
+        r0, r1 = (rows[0.5], rows[1.0]) if lam <= 1.0 else (rows[1.0], rows[2.0])
+        return (1 - b) * r0[0] + b * r1[0], (1 - b) * r0[-1] + b * r1[-1]
+
+    def g(m2, lam):
+        lo, hi = lo_hi(lam)
+        u = (m2 - lo) / (hi - lo)
+        return np.exp(0.2 - 0.1 * p + 0.6 * u - 0.3 * lam + 0.4 * u * lam * p)
+
+    cpl = [(m, l) for l, ms in rows.items() for m in ms]
+    table = SpectrumTable(cpl, [g(*c) for c in cpl])
+    assert not table.product
+    for c in cpl:
+        assert np.array_equal(table.at(*c).numpy(), g(*c))
+    for m2, lam in [(-1.0, 0.75), (-0.9, 0.6), (-1.7, 1.4), (-2.35, 1.9), (-1.3, 1.0)]:
+        np.testing.assert_allclose(table.at(m2, lam).numpy(), g(m2, lam), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"outside the trained window: rows lam = 0.5"):
+        table.at(-0.7, 1.0)  # inside the box m2 in [-2.5, -0.55], lam in [0.5, 2]
+    assert table.at(-0.7, 1.0, allow_outside=True).shape == p.shape
 
 
 def _grid_points(indices, data):
