@@ -125,18 +125,40 @@ def plot_chi_collapse(table: Table, lam: float, ax=None, *, observable: str = "c
     return fig
 
 
+def _draw_anchors(ax, lams) -> None:
+    """The published anchors (rgdist.analysis.critical): the leading-order continuum line
+    over the lam range and the lattice m2_c where known."""
+    from rgdist.analysis.critical import F_C, LATTICE_M2C, continuum_critical_m2
+
+    lams = [float(x) for x in lams if np.isfinite(x) and x > 0]
+    if not lams:
+        return
+    lo, hi = min(lams), max(lams)
+    grid = np.linspace(lo, hi, 64) if hi > lo else np.array([lo])
+    ax.plot(grid, [continuum_critical_m2(x) for x in grid], "--", color="0.45", lw=1,
+            label=rf"continuum, leading order ($f_c = {F_C}$)", zorder=2)
+    ref = [(x, m) for x, m in LATTICE_M2C.items() if lo - 1e-12 <= x <= hi + 1e-12]
+    if ref:
+        ax.plot(*zip(*ref), "*", color="k", ms=9, label="lattice (infinite volume)", zorder=4)
+
+
 def plot_phase_diagram(points: Sequence[CriticalPoint], ax=None, *, table: Table | None = None,
-                       label: str = "critical line"):
+                       label: str = "critical line", anchors: bool = True):
     """The (lam, m2) phase diagram: m2_c(lam) with total error bars, joined by a line.
 
     Below the line (m2 < m2_c) the Z2 symmetry is broken, above it the phase is symmetric.
     ``table`` (optional) adds the scanned grid points.  Points without a crossing are skipped.
+    ``anchors`` (on a new figure): the leading-order continuum line and the lattice value of
+    rgdist.analysis.critical, for comparison.
     """
+    first = ax is None
     fig, ax = _axes(ax)
     if table is not None:
         ax.plot(table.column("lam"), table.column("m2"), ".", color="0.75", ms=3,
                 label="scanned grid", zorder=1)
     good = [p for p in points if p.ok]
+    if first and anchors:
+        _draw_anchors(ax, [p.lam for p in points] + (list(table.column("lam")) if table is not None else []))
     if good:
         lam = np.array([p.lam for p in good])
         m2c = np.array([p.m2_c for p in good])

@@ -13,7 +13,8 @@ CROSSING_COLUMNS = ("d", "lam", "source", "observable", "N_a", "N_b", "m2", "dm2
                     "dvalue", "n_failed", "chi2_dof", "reason")
 PEAK_COLUMNS = ("d", "lam", "source", "observable", "N", "m2", "dm2", "height", "dheight",
                 "n_failed", "reason")
-CRITICAL_EXTRA = ("d", "source", "sizes", "gamma_over_nu", "dgamma_over_nu", "gamma_reason")
+CRITICAL_EXTRA = ("d", "source", "sizes", "gamma_over_nu", "dgamma_over_nu", "gamma_reason",
+                  "m2_c_lo", "m2_c_ref", "z_ref")
 PEAK_OBSERVABLE = "chi_conn"
 NOT_ENOUGH_SIZES = "not enough sizes for crossings"
 _NAN = math.nan
@@ -109,7 +110,10 @@ def critical_columns() -> tuple[str, ...]:
 
 
 def critical_rows(analyses: list[dict]) -> list[dict]:
-    from rgdist.analysis.critical import CRITICAL_COLUMNS
+    """One row per (d, lam, source): m2_c and gamma/nu, and (d = 2) the anchors of the
+    critical line (rgdist.analysis.critical.anchors: leading-order continuum value, lattice
+    reference and pull)."""
+    from rgdist.analysis.critical import ANCHOR_COLUMNS, CRITICAL_COLUMNS, anchors
 
     rows = []
     for e in analyses:
@@ -124,5 +128,7 @@ def critical_rows(analyses: list[dict]) -> list[dict]:
                    gamma_over_nu=ps.gamma_over_nu if ps is not None else _NAN,
                    dgamma_over_nu=ps.dgamma_over_nu if ps is not None else _NAN,
                    gamma_reason=ps.reason if ps is not None else "analysis failed")
+        row.update(anchors(e["lam"], row["m2_c"], row["dm2"]) if e["d"] == 2 else
+                   {c: _NAN for c in ANCHOR_COLUMNS})
         rows.append(row)
     return rows

@@ -140,6 +140,47 @@ def curve_crossing_rows(curves: list[dict], grid_crossings: list[dict]) -> list[
     return rows
 
 
+CURVE_CRITICAL_COLUMNS = ("d", "lam", "pair", "m2_c", "dm2", "dm2_stat", "dm2_sys", "binder",
+                          "dbinder", "xi_over_N", "dxi_over_N", "m2_c_lo", "m2_c_ref", "z_ref",
+                          "reason", "note")
+
+
+def curve_critical_rows(curves: list[dict]) -> list[dict]:
+    """The critical line from the curves: per (d, lam), m2_c = the Binder crossing of the
+    largest pair of sizes on the continuous HMC curves; dm2 = its jackknife error (+) the drift
+    from the previous pair's crossing (as rgdist.analysis.critical.critical_point's "largest");
+    U* and xi2/N* are the two curves' values at their own crossing of that pair; d = 2 rows
+    carry the anchors (leading-order continuum m2_c, lattice reference, pull)."""
+    from rgdist.analysis.critical import ANCHOR_COLUMNS, anchors
+
+    rows = []
+    for e in curves:
+        binder = [c for c in e["crossings"] if c.observable == "binder" and c.ok]
+        xi = {(c.N_a, c.N_b): c for c in e["crossings"] if c.observable == "xi_over_N" and c.ok}
+        row = {"d": e["d"], "lam": e["lam"], "note": ""}
+        if not binder:
+            why = "; ".join(f"{c.N_a}-{c.N_b}: {c.reason}" for c in e["crossings"]
+                            if c.observable == "binder") or "fewer than 2 sizes with a curve"
+            row.update({k: math.nan for k in CURVE_CRITICAL_COLUMNS if k not in row},
+                       pair="", reason=f"no Binder crossing on the curves ({why})", note="")
+            rows.append(row)
+            continue
+        last = binder[-1]
+        sys = abs(last.m2 - binder[-2].m2) if len(binder) > 1 else math.nan
+        if len(binder) == 1:
+            row["note"] = "one pair only: no drift estimate"
+        x = xi.get((last.N_a, last.N_b))
+        row.update(pair=f"{last.N_a}-{last.N_b}", m2_c=last.m2, dm2_stat=last.dm2, dm2_sys=sys,
+                   dm2=math.hypot(last.dm2, sys if math.isfinite(sys) else 0.0),
+                   binder=last.value, dbinder=last.dvalue,
+                   xi_over_N=x.value if x else math.nan, dxi_over_N=x.dvalue if x else math.nan,
+                   reason="")
+        row.update(anchors(e["lam"], row["m2_c"], row["dm2"]) if e["d"] == 2 else
+                   {k: math.nan for k in ANCHOR_COLUMNS})
+        rows.append(row)
+    return rows
+
+
 def _clean(x):
     """JSON-able: nan/inf -> None, numpy -> python."""
     if isinstance(x, dict):
