@@ -9,7 +9,8 @@ ValueError naming the parameter); the campaign layer turns it into a ConfigError
 Contents: schemes (SCHEMES, SCHEME_DEFAULTS, SCHEME_BOUNDS, check_scheme_params,
 MAX_LEFTOVER), models (MODELS, MODEL_PARAMS, OPERATORS, DTYPES), samplers (SOLVERS,
 TIME_GRIDS), training (TRAIN_DEFAULTS, CAMPAIGN_TRAIN_DEFAULTS, LR_SCHEDULES, WEIGHTINGS,
-T_SAMPLERS, OBJECTIVES, KL_GRIDS, KL_INTEGRATORS, MAX_KL_STEPS), HMC (HMC_INTEGRATORS),
+T_SAMPLERS, OBJECTIVES, KL_GRIDS, KL_INTEGRATORS, MAX_KL_STEPS), the flow baseline
+(CAMPAIGN_BASELINE_DEFAULTS), HMC (HMC_INTEGRATORS),
 densities and the correction (DENSITY_METHODS, INTEGRATORS, DISCRETE_ONLY, PROBES,
 CORRECT_METHODS, check_density, MAX_EXACT_VOLUME, MAX_STRUCTURED_VOLUME, volume_limit),
 resources (DEVICES).
@@ -144,6 +145,19 @@ TRAIN_DEFAULTS: dict = {
 #: and a warm-up (the campaign's documented training preset; library callers that relied on
 #: TrainConfig() keep theirs). These three keys are the only differences.
 CAMPAIGN_TRAIN_DEFAULTS: dict = {**TRAIN_DEFAULTS, "batch_size": 128, "lr": 2e-3, "warmup": 50}
+#: The campaign's ``baseline`` section (rgdist.flow.baseline: the CNF of Gerdes et al. trained
+#: by reverse KL from the action alone): the preset measured in benchmarks/exact_scale.py (8
+#: radius-1 channels, 4 magnetization channels, filter rank 8, 20 RK4 steps, prior mass
+#: m0^2 = 0.5, batch 64, lr 2e-3 with 20 warm-up steps, cosine down to 5%, gradient norm
+#: clipped at 1; 0 = no clipping, as in the train section), sized down to 200 steps.
+#: ``tau_grid`` "auto": every ceil(n_steps / 10)-th RK4 step and tau = 1. The library's own
+#: defaults (BaselineCNF, BaselineTrainConfig) are those of its tests and stay as they are.
+CAMPAIGN_BASELINE_DEFAULTS: dict = {
+    "steps": 200, "batch_size": 64, "lr": 2e-3, "lr_schedule": "cosine", "lr_min_ratio": 0.05,
+    "warmup": 20, "grad_clip": 1.0, "n_steps": 20, "m0_sq": 0.5, "channels": 8,
+    "global_channels": 4, "radius": 1, "filter_rank": 8, "dtype": "float64",
+    "grad_checkpoint": True, "n_samples": 4096, "sample_batch": 256, "tau_grid": "auto",
+}
 
 
 # -- HMC (rgdist.lattice.hmc) and resources --------------------------------------------------------

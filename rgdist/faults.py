@@ -10,7 +10,8 @@ called at named sites; from the ``count``-th time the site is passed in this pro
 
 ``rank``: only the process with that rank in MPI_COMM_WORLD fails (default: every process).
 
-Sites: ``hmc_traj``, ``train_step``, ``sample_chunk``, ``correct_chunk`` (pipeline steps),
+Sites: ``hmc_traj``, ``train_step``, ``sample_chunk``, ``correct_chunk``, ``baseline_step``
+(pipeline steps), ``baseline_sample`` (the baseline's draws made, its stage not yet finished),
 ``ckpt_write`` (a checkpoint's data written, not yet complete), ``ckpt_pointer`` (the
 checkpoint file renamed into place, ``current.json`` being replaced), ``results_write``
 (results.h5's data written, not yet closed).  Inactive (one check) when the variable is unset.

@@ -2,8 +2,8 @@
 
 Each function takes the section(s) it reads and explicit arguments, never the whole
 campaign, and returns a plain library object (rgdist.lattice, rgdist.rg, rgdist.models,
-rgdist.train, rgdist.correct). The stages call these; nothing else in the campaign layer
-constructs library objects from config.
+rgdist.train, rgdist.correct, rgdist.flow.baseline). The stages call these; nothing else in
+the campaign layer constructs library objects from config.
 """
 from __future__ import annotations
 
@@ -62,3 +62,20 @@ def trainer_for(train, t_min: float, model, scheme, data, action, G, generator, 
     source = EnsembleData(data.to(device), augment=True)
     return Trainer(model, scheme, source, cfg, generator=generator, action=action,
                    prior_G=G.to(device), callbacks=callbacks)
+
+
+def baseline_for(baseline, lattice, action, init_generator, generator, device):
+    """(cnf, trainer): the flow baseline of the ``baseline`` section at the point's ``action``
+    (rgdist.flow.baseline.BaselineCNF, initialized from ``init_generator``, and its
+    reverse-KL BaselineTrainer drawing from ``generator``), on ``device``."""
+    from rgdist.flow.baseline import BaselineCNF, BaselineTrainConfig, BaselineTrainer
+
+    cnf = BaselineCNF(lattice, m0_sq=baseline.m0_sq, n_steps=baseline.n_steps,
+                      channels=baseline.channels, global_channels=baseline.global_channels,
+                      radius=baseline.radius, filter_rank=baseline.filter_rank,
+                      dtype=baseline.dtype, generator=init_generator).to(device)
+    cfg = BaselineTrainConfig(steps=baseline.steps, batch_size=baseline.batch_size, lr=baseline.lr,
+                              lr_schedule=baseline.lr_schedule, lr_min_ratio=baseline.lr_min_ratio,
+                              warmup=baseline.warmup, grad_clip=baseline.grad_clip or None,
+                              checkpoint=baseline.grad_checkpoint)
+    return cnf, BaselineTrainer(cnf, action, cfg, generator=generator)

@@ -1,8 +1,9 @@
 """One grid point's pipeline: the run/resume/checkpoint/pre-emption loop over its stages.
 
 The stages (``rgdist.campaign.stages``) are HMC data -> training -> sampling with flows ->
-(optional) correction. Each owns its work units and their random streams, so a point's
-results do not depend on how many ranks share it (see each stage's module). This driver
+(optional) correction -> (optional) flow baseline. Each owns its work units and their random
+streams, so a point's results do not depend on how many ranks share it (see each stage's
+module). This driver
 builds the current stage from its config section (``rgdist.campaign.build``), restores it
 from the current checkpoint, steps it to its end, and hands its results to the next stage.
 
@@ -22,12 +23,15 @@ import numpy as np
 import torch
 
 from rgdist.campaign import build
-from rgdist.campaign.stages import CorrectStage, HMCStage, SampleStage, StageEnv, TrainStage, strip
+from rgdist.campaign.stages import (BaselineStage, CorrectStage, HMCStage, SampleStage, StageEnv,
+                                    TrainStage, strip)
 from rgdist.lattice import Lattice, Phi4Action
 from rgdist.seeding import torch_generator
 from rgdist.train.data import measured_spectrum
 
-STAGES = ("hmc", "train", "sample", "correct", "done")
+STAGES = ("hmc", "train", "sample", "correct", "baseline", "done")
+#: stages run only when their campaign section is enabled
+OPTIONAL_STAGES = ("correct", "baseline")
 #: stage names of layout-1 checkpoints
 _LAYOUT1_STAGES = {"exact": "correct"}
 _RANK_PREFIX = re.compile(r"^rank\d+/")
@@ -177,12 +181,16 @@ class PointJob:
                          if k.startswith("trainer/") or k in ("data/configs", "hmc/step_size")})
         elif name == "train":
             keep = {**self.arrays, **keep}
-        nxt = STAGES[STAGES.index(name) + 1]
-        if nxt == "correct" and not self.ctx.campaign.correct.enabled:
-            nxt = "done"
-        self.stage, self.step, self.arrays = nxt, 0, keep
+        self.stage, self.step, self.arrays = self._next_stage(name), 0, keep
         self._report(progress=0.0)
         self.checkpoint({}, force=True)
+
+    def _next_stage(self, name: str) -> str:
+        """The stage after ``name``, skipping the optional ones whose section is off."""
+        i = STAGES.index(name) + 1
+        while STAGES[i] in OPTIONAL_STAGES and not getattr(self.ctx.campaign, STAGES[i]).enabled:
+            i += 1
+        return STAGES[i]
 
     def _shared_train(self) -> None:
         """scope grid: the point's train stage is the shared training (done before this);
@@ -206,6 +214,8 @@ class PointJob:
         c, env = self.ctx.campaign, self._env()
         if name == "hmc":
             return HMCStage(c.hmc, env, n_bins=c.measure.n_bins, series=c.measure.series)
+        if name == "baseline":  # from the action alone: no data, no score model
+            return BaselineStage(c.baseline, env, carry=self.arrays, n_bins=c.measure.n_bins)
         if self.ctx.shared is not None:
             scheme = build.scheme_for(c.scheme, self.lattice)
             model, G = self.ctx.shared.model_for(c, self.lattice, scheme, self.ctx.point.m2,

@@ -12,7 +12,7 @@ from pathlib import Path
 from rgdist import settings
 from rgdist.io.atomic import atomic_write_json
 
-STAGE_WEIGHT = {"hmc": 0.0, "train": 1.0, "sample": 2.0, "correct": 3.0, "done": 4.0}
+STAGE_WEIGHT = {"hmc": 0.0, "train": 1.0, "sample": 2.0, "correct": 3.0, "baseline": 4.0, "done": 5.0}
 FULL = STAGE_WEIGHT["done"]
 
 

@@ -1,7 +1,7 @@
 """The run sections of a campaign: ``train``, ``sample``, ``measure``, ``hmc``, ``correct``
-(the optional Metropolis/reweighting correction), ``checkpoint``, ``output`` and
-``resources`` (how each grid point is computed, checkpointed and stored). Names and shared
-defaults come from rgdist.catalog.
+(the optional Metropolis/reweighting correction), ``baseline`` (the optional flow baseline),
+``checkpoint``, ``output`` and ``resources`` (how each grid point is computed, checkpointed
+and stored). Names and shared defaults come from rgdist.catalog.
 """
 from __future__ import annotations
 
@@ -20,14 +20,17 @@ from rgdist.campaign.rules import (
     Text,
     later_defaults,
     library_check,
+    mapping,
     opt,
     rel_file_name,
 )
 from rgdist.catalog import (
+    CAMPAIGN_BASELINE_DEFAULTS,
     CAMPAIGN_TRAIN_DEFAULTS,
     CORRECT_METHODS,
     DENSITY_METHODS,
     DEVICES,
+    DTYPES,
     HMC_INTEGRATORS,
     INTEGRATORS,
     KL_GRIDS,
@@ -289,6 +292,88 @@ class CorrectSpec(Section):
                                                      f"{3 * self.mh_chains} (at least 2 MH steps), "
                                                      f"got {self.n_proposals}")
 
+
+
+_B = CAMPAIGN_BASELINE_DEFAULTS
+_TAUS = ListOf(Real(lo=0, hi=1), min_len=1, increasing=True)
+
+
+def _tau_grid(value, path):
+    """``baseline.tau_grid``: "auto" or a strictly increasing list of times in [0, 1]."""
+    if isinstance(value, str) and value != "auto":
+        raise ConfigError(path, f'must be "auto" or a list of flow times in [0, 1], got {value!r}')
+    return AutoOr(_TAUS)(value, path)
+
+
+@dataclass(frozen=True)
+class BaselineSpec(Section):
+    """The flow baseline (rgdist.flow.baseline: the CNF of Gerdes et al., arXiv 2207.00283),
+    run after the other stages of every grid point (rgdist.campaign.stages.baseline).
+
+    Trained ``steps`` Adam steps by reverse KL from the point's action alone (``batch_size``
+    fresh draws per step, ``lr`` with ``warmup`` and ``lr_schedule`` down to ``lr_min_ratio``
+    * lr, ``grad_clip`` on the gradient norm, 0 = none; ``grad_checkpoint`` recomputes each RK4
+    step in the backward pass), then ``n_samples`` draws (chunks of ``sample_batch``) with
+    their exact log-density, recorded at the flow times ``tau_grid`` (multiples of
+    1/``n_steps`` in [0, 1]; "auto": every ceil(n_steps / 10)-th RK4 step and 1). The CNF:
+    Gaussian prior of mass ``m0_sq``, ``n_steps`` RK4 steps, ``channels`` local channels of
+    stencil ``radius`` (null: the whole lattice), ``global_channels`` magnetization channels,
+    momentum filter of rank ``filter_rank``, in ``dtype``. Defaults:
+    rgdist.catalog.CAMPAIGN_BASELINE_DEFAULTS.
+
+    A ``baseline:`` mapping turns it on (``enabled`` defaults to true there); absent (or
+    null, or ``enabled: false``) it is off and stays out of ``to_dict``. It changes no other
+    result and no point id: its random streams are its own (``"baseline", ...`` below the
+    point's seed).
+    """
+
+    KEY: ClassVar[str] = "baseline"
+    enabled: bool = opt(False, Bool())
+    steps: int = opt(_B["steps"], Int(lo=1))
+    batch_size: int = opt(_B["batch_size"], Int(lo=1))
+    lr: float = opt(_B["lr"], Real(lo=0, lo_open=True))
+    lr_schedule: str = opt(_B["lr_schedule"], Choice(*LR_SCHEDULES))
+    lr_min_ratio: float = opt(_B["lr_min_ratio"], Real(lo=0, hi=1))
+    warmup: int = opt(_B["warmup"], Int(lo=0))
+    grad_clip: float = opt(_B["grad_clip"], Real(lo=0))  # 0: no clipping
+    grad_checkpoint: bool = opt(_B["grad_checkpoint"], Bool())
+    n_steps: int = opt(_B["n_steps"], Int(lo=1, hi=MAX_KL_STEPS))
+    m0_sq: float = opt(_B["m0_sq"], Real(lo=0, lo_open=True))
+    channels: int = opt(_B["channels"], Int(lo=0))
+    global_channels: int = opt(_B["global_channels"], Int(lo=0))
+    radius: int | None = opt(_B["radius"], Nullable(Int(lo=0)))
+    filter_rank: int = opt(_B["filter_rank"], Int(lo=1))
+    dtype: str = opt(_B["dtype"], Choice(*DTYPES))
+    n_samples: int = opt(_B["n_samples"], Int(lo=2))
+    sample_batch: int = opt(_B["sample_batch"], Int(lo=1))
+    tau_grid: tuple | str = opt(_B["tau_grid"], _tau_grid)
+
+    @classmethod
+    def parse(cls, raw, path=None):
+        if raw is None:  # absent or null: off
+            return cls()
+        return super().parse({"enabled": True, **mapping(raw, cls.KEY)}, path)
+
+    @property
+    def taus(self) -> tuple[float, ...]:
+        """The flow times, each exactly i / n_steps."""
+        n = self.n_steps
+        if self.tau_grid == "auto":
+            return tuple(i / n for i in sorted({*range(0, n, -(-n // 10)), n}))
+        return tuple(round(t * n) / n for t in self.tau_grid)
+
+    def _check(self):
+        if self.warmup >= self.steps:
+            raise ConfigError("baseline.warmup", f"must be < baseline.steps = {self.steps}, "
+                                                 f"got {self.warmup}")
+        if self.tau_grid != "auto":
+            n, last = self.n_steps, -1
+            for i, t in enumerate(self.tau_grid):
+                if abs(round(t * n) - t * n) > 1e-9 * n or round(t * n) <= last:
+                    raise ConfigError(f"baseline.tau_grid[{i}]", f"must be a multiple of "
+                                      f"1/baseline.n_steps = 1/{n} (an RK4 step), each once; "
+                                      f"got {t!r}")
+                last = round(t * n)
 
 
 @dataclass(frozen=True)

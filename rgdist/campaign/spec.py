@@ -3,11 +3,12 @@
 A campaign file is a mapping of sections (see ``campaigns/default.yaml``)::
 
     schema_version, name, seed, lattice, theory, grid, scheme, model, train, sample,
-    measure, hmc, correct, checkpoint, output, resources
+    measure, hmc, correct, baseline, checkpoint, output, resources
 
-``correct`` (the Metropolis/reweighting correction) is optional (default ``method: off``);
-while it is off it stays out of ``to_dict()`` and of the point ids, so campaigns without it
-keep their ids and run dirs. Its former spellings are bad input: the section ``exact:``
+``correct`` (the Metropolis/reweighting correction) and ``baseline`` (the flow baseline) are
+optional and off by default; while off they stay out of ``to_dict()`` and of the point ids
+(``baseline`` never enters them), so campaigns without them keep their ids and run dirs.
+The former spellings of ``correct`` are bad input: the section ``exact:``
 (now ``correct:``) and ``likelihood: exact`` (now ``trace``).
 
 YAML is read with ``yaml.safe_load`` only (duplicate keys are rejected beforehand from the
@@ -48,6 +49,7 @@ from rgdist.campaign.rules import (  # noqa: F401  (re-exported)
 )
 from rgdist.campaign.run_sections import (  # noqa: F401  (re-exported)
     LAYOUT1_KEY,
+    BaselineSpec,
     CheckpointSpec,
     CorrectSpec,
     HMCSpec,
@@ -107,10 +109,10 @@ RESULT_SECTIONS = ("scheme", "model", "train", "sample", "measure", "hmc")
 _NAME = Text(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
              "a name of at most 64 letters, digits, '_', '.', '-' (starting with a letter or digit)")
 TOP_KEYS = ("schema_version", "name", "seed", "lattice", "theory", "grid", "scheme", "model",
-            "train", "sample", "measure", "hmc", "correct", "checkpoint", "output", "resources")
+            "train", "sample", "measure", "hmc", "correct", "baseline", "checkpoint", "output", "resources")
 _SECTIONS = {"theory": TheorySpec, "scheme": SchemeSpec, "model": ModelSpec, "train": TrainSpec,
              "sample": SampleSpec, "measure": MeasureSpec, "hmc": HMCSpec, "correct": CorrectSpec,
-             "checkpoint": CheckpointSpec, "output": OutputSpec, "resources": ResourcesSpec}
+             "baseline": BaselineSpec, "checkpoint": CheckpointSpec, "output": OutputSpec, "resources": ResourcesSpec}
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Campaign:
     output: OutputSpec
     resources: ResourcesSpec
     correct: CorrectSpec = field(default_factory=CorrectSpec)
+    baseline: BaselineSpec = field(default_factory=BaselineSpec)
     source: str = field(default="<string>", compare=False, repr=False)
 
     def __post_init__(self):
@@ -194,7 +197,7 @@ class Campaign:
         campaign.json predates the section, still match."""
         out = {"schema_version": self.schema_version, "name": self.name, "seed": self.seed}
         for key in TOP_KEYS[3:]:
-            if key == "correct" and not self.correct.enabled:
+            if key in ("correct", "baseline") and not getattr(self, key).enabled:
                 continue
             out[key] = getattr(self, key).to_dict()
         return out
@@ -427,8 +430,8 @@ def _summary(c: Campaign, max_listed: int = 20) -> str:
         f"  lattice    d={c.lattice.d} N: {shapes}",
         f"  grid       {c.theory.parametrization}: {axes}",
     ]
-    for key in ("scheme", "model", "train", "sample", "measure", "hmc", "correct", "checkpoint",
-                "output", "resources"):
+    for key in ("scheme", "model", "train", "sample", "measure", "hmc", "correct",
+                *(("baseline",) if c.baseline.enabled else ()), "checkpoint", "output", "resources"):
         if key == "correct" and not c.correct.enabled:
             lines.append(f"  {key:<10} method=off")
             continue

@@ -7,8 +7,10 @@ the aggregate needs: the point attributes, the scalar estimates
 arrays are skipped) and, on request, every dataset below ``points/<id>/flow`` under its
 layout-2 name (:mod:`rgdist.io.layout`: ``forward/...``, not layout 1's ``exact/...``) and,
 on request, the per-configuration HMC series ``points/<id>/series/<name>`` (campaign
-``measure.series: true``: phi2_sum, m, g2_p1, chain; rgdist.campaign.stages.hmc).  The raw
-accumulators, training histories etc. are not read.
+``measure.series: true``: phi2_sum, m, g2_p1, chain; rgdist.campaign.stages.hmc) and, on
+request, every dataset below ``points/<id>/baseline`` (campaign ``baseline:``, the flow
+baseline: flow/..., ess_fraction, pareto_k, reweight/..., train/...;
+rgdist.campaign.stages.baseline).  The raw accumulators, training histories etc. are not read.
 
 Aggregate file (layout version 1)::
 
@@ -40,15 +42,18 @@ AGGREGATE_KIND = "aggregate"
 
 
 # ----------------------------------------------------------------------------- results files
-def read_point_estimates(path, *, flow: bool = False, series: bool = False) -> dict:
+def read_point_estimates(path, *, flow: bool = False, series: bool = False,
+                         baseline: bool = False) -> dict:
     """Serial read of a results file.
 
     Returns ``{"attrs": root attrs, "points": {point_id: {"attrs": point attrs,
     "estimates": {source: {name: (value, err)}}, "flow": {name: ndarray}, "series": {name:
-    ndarray}}}}``; ``flow`` holds the datasets below ``points/<id>/flow`` by relative layout-2
-    name (``forward/t``, ``learned/m_R``, ``couplings/learned/phi2``, ...; empty unless
-    ``flow=True`` and present), ``series`` those below ``points/<id>/series`` (empty unless
-    ``series=True`` and present).
+    ndarray}, "baseline": {name: ndarray}}}}``; ``flow`` holds the datasets below
+    ``points/<id>/flow`` by relative layout-2 name (``forward/t``, ``learned/m_R``,
+    ``couplings/learned/phi2``, ...; empty unless ``flow=True`` and present), ``series`` those
+    below ``points/<id>/series`` (empty unless ``series=True`` and present), ``baseline`` those
+    below ``points/<id>/baseline`` (``flow/t``, ``reweight/chi``, ...; empty unless
+    ``baseline=True`` and present).
     Raises OSError / KeyError / RgdistError on unreadable files (callers translate).
     """
     f = open_h5(path, "r", Comm.serial())
@@ -73,7 +78,9 @@ def read_point_estimates(path, *, flow: bool = False, series: bool = False) -> d
             fl = read_arrays(f, f"points/{pid}/flow") if flow and "flow" in g else {}
             fl = {point_name(f"flow/{n}", layout)[len("flow/"):]: a for n, a in fl.items()}
             se = read_arrays(f, f"points/{pid}/series") if series and "series" in g else {}
-            out["points"][pid] = {"attrs": read_attrs(g), "estimates": est, "flow": fl, "series": se}
+            bl = read_arrays(f, f"points/{pid}/baseline") if baseline and "baseline" in g else {}
+            out["points"][pid] = {"attrs": read_attrs(g), "estimates": est, "flow": fl, "series": se,
+                                  "baseline": bl}
         return out
     finally:
         f.close()

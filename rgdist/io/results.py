@@ -35,6 +35,14 @@ Layout::
         series/...                  only with campaign measure.series: true, per kept HMC
                                     configuration (ordered chain, time): phi2_sum
                                     (sum_x phi^2), m (M), g2_p1 (n, d), chain (int64)
+        baseline/...                only with a campaign section baseline: (the flow baseline,
+                                    rgdist.campaign.stages.baseline):
+            flow/t, flow/<name>     observables along its own flow time tau in [0, 1]
+                                    (FlowResult arrays, (2, K[, *shape]))
+            ess_fraction, pareto_k  of the importance weights of its n_samples tau = 1 draws
+            n_samples, nfe_per_sample
+            reweight/<name>         float64 [value, error], self-normalized reweighting
+            train/loss, train/ess, train/steps, train/skipped   reverse-KL history
         <extra>/...                 e.g. flow/... written by later stages
 
 Every dataset carries its sha256 as attribute ``sha256``. Nothing time- or host-dependent is

@@ -7,7 +7,9 @@ Polchinski); masses are in lattice units (a = 1) unless the observable says othe
 (``m_R_L`` = m_R L is dimensionless). :func:`save_figure` (shared with rgdist.plot.phase)
 writes PNG and PDF.
 The forward flow (arguments ``forward``) is the exact RG flow of the ensemble; the figures
-label it "exact".
+label it "exact". The flow baseline (arguments ``baseline``: the CNF of rgdist.flow.baseline,
+a FlowResult whose ``t`` is its own flow time tau in [0, 1], tau = 0 the Gaussian prior and
+tau = 1 the model) is never drawn on a scheme's t axis: it gets its own panels, labelled tau.
 """
 from __future__ import annotations
 
@@ -24,10 +26,13 @@ __all__ = [
     "plot_running_couplings",
     "plot_g2_flow",
     "plot_flow_deviations",
+    "plot_baseline_observable",
+    "plot_baseline_panels",
     "save_figure",
 ]
 
 T_LABEL = r"flow time $t$ (scheme units)"
+TAU_LABEL = r"baseline CNF time $\tau$ (0: Gaussian prior, 1: model)"
 OBS_LABELS = {
     "m_R": r"$m_R = 1/\xi_2$ (lattice units, $a=1$)",
     "m_R_L": r"$m_R L$ (dimensionless)",
@@ -168,16 +173,77 @@ def plot_flow_observable(name: str, forward=None, learned=None, gaussian=None, a
 
 
 def plot_flow_panels(forward=None, learned=None, gaussian=None, names=("m_R_L", "Z", "lambda_R"),
-                     *, fig=None, title: str | None = None):
-    """One panel per observable (default m_R L, Z, lambda_R), as :func:`plot_flow_observable`."""
+                     *, fig=None, title: str | None = None, baseline=None,
+                     targets: Mapping | None = None, reweighted: Mapping | None = None):
+    """One panel per observable (default m_R L, Z, lambda_R), as :func:`plot_flow_observable`;
+    with ``baseline`` a second row of the same observables along the baseline's own time tau
+    (:func:`plot_baseline_observable`, with ``targets`` and ``reweighted`` by name)."""
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise ValueError("names must list at least one observable")
+    scheme_row = any(r is not None for r in (forward, learned, gaussian)) or baseline is None
+    n_rows = int(scheme_row) + int(baseline is not None)
     if fig is None:
-        fig = _new_figure((4.2 * len(names), 3.6))
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
+        fig = _new_figure((4.2 * len(names), 3.6 * n_rows))
+    axes = fig.subplots(n_rows, len(names), squeeze=False)
+    for k, name in enumerate(names):
+        if scheme_row:
+            plot_flow_observable(name, forward, learned, gaussian, ax=axes[0, k])
+        if baseline is not None:
+            plot_baseline_observable(name, baseline, ax=axes[-1, k],
+                                     target=(targets or {}).get(name),
+                                     reweighted=(reweighted or {}).get(name))
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_baseline_observable(name: str, baseline, ax=None, *, target=None, reweighted=None,
+                             labels: Sequence[str] = ("flow baseline (CNF)", "HMC",
+                                                      "baseline, reweighted")):
+    """``name`` along the flow baseline's own time tau in [0, 1] (not a scheme time): the CNF
+    ensemble at each recorded tau (squares with error bars), ``target`` (value, err), e.g.
+    HMC at the point, as a dotted line with a +-1 sigma band, and the importance-reweighted
+    baseline ``reweighted`` (value, err) as a star just right of tau = 1."""
+    _check_result(baseline, name, "baseline")
+    fig, ax = _axes(ax)
+    v, e = (np.asarray(x, dtype=np.float64) for x in baseline[name])
+    ax.errorbar(baseline.t, v, yerr=np.where(np.isfinite(e), e, 0.0), fmt="s-", ms=3.5,
+                color="C2", capsize=2, lw=1, label=labels[0])
+    if target is not None:
+        tv, te = (float(x) for x in target)
+        ax.axhline(tv, color="C0", ls=":", lw=1.2, label=labels[1])
+        if np.isfinite(te):
+            ax.axhspan(tv - te, tv + te, color="C0", alpha=0.15, lw=0)
+    if reweighted is not None:
+        rv, re_ = (float(x) for x in reweighted)
+        ax.errorbar([1.02], [rv], yerr=[re_ if np.isfinite(re_) else 0.0], fmt="*", ms=9,
+                    color="C1", capsize=2, lw=1, label=labels[2])
+    ax.set_xlim(-0.03, 1.06)
+    ax.set_xlabel(TAU_LABEL)
+    ax.set_ylabel(OBS_LABELS.get(name, name))
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_baseline_panels(baseline, names=("m_R", "Z", "lambda_R", "chi", "binder", "mean_max_abs"),
+                         *, targets: Mapping | None = None, reweighted: Mapping | None = None,
+                         fig=None, title: str | None = None, n_cols: int = 3):
+    """The flow baseline alone: one :func:`plot_baseline_observable` panel per name present in
+    ``baseline`` (default m_R, Z, lambda_R, chi, U, <max_x |phi_x|>), ``n_cols`` per row."""
+    names = [n for n in ([names] if isinstance(names, str) else names) if n in baseline]
+    if not names:
+        raise ValueError(f"the baseline flow has none of the observables; it has {list(baseline.values)}")
+    n_cols = min(n_cols, len(names))
+    n_rows = -(-len(names) // n_cols)
+    if fig is None:
+        fig = _new_figure((4.2 * n_cols, 3.4 * n_rows))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False).reshape(-1)
     for ax, name in zip(axes, names):
-        plot_flow_observable(name, forward, learned, gaussian, ax=ax)
+        plot_baseline_observable(name, baseline, ax=ax, target=(targets or {}).get(name),
+                                 reweighted=(reweighted or {}).get(name))
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -149,6 +149,32 @@ def test_outputs_json_h5_text_figures(aggregated):
     assert "chi_curve_lam1_diffusion.png" not in names
 
 
+def test_critical_line_from_the_curves_with_anchors(aggregated):
+    """The curves' critical line: the 6/8 Binder crossing (one pair: no drift term, noted),
+    U* and xi2/N* from the same pair, and the anchors at lam = 1 (leading-order continuum
+    line and the lattice value -1.2725 with the pull); in the text, CSV, h5 and the phase
+    diagram (which also draws the anchors)."""
+    from rgdist.analysis.critical import continuum_critical_m2
+
+    out, res = aggregated
+    [row] = res["curve_critical"]
+    cross = {(r["observable"], r["N_a"], r["N_b"]): r for r in res["curve_crossings"]}
+    assert row["reason"] == "" and row["pair"] == "6-8" and "one pair only" in row["note"]
+    assert row["m2_c"] == cross[("binder", 6, 8)]["m2"] and row["dm2"] == cross[("binder", 6, 8)]["dm2"]
+    assert row["binder"] == cross[("binder", 6, 8)]["value"]
+    assert row["xi_over_N"] == cross[("xi_over_N", 6, 8)]["value"]
+    assert row["m2_c_lo"] == continuum_critical_m2(1.0) and row["m2_c_ref"] == -1.2725
+    assert row["z_ref"] == (row["m2_c"] + 1.2725) / row["dm2"]
+    text = format_report(res)
+    assert "critical line from the curves" in text and "-1.2993 / -1.2725 (z = " in text
+    assert out.with_name("phase_curve_critical.csv").is_file()
+    h5 = read_aggregate(out.with_name("phase.h5"))
+    assert h5["tables"]["curve_critical"]["m2_c"][0] == row["m2_c"]
+    assert "phase_diagram.png" in {p.name for p in res["files"]["plots"]}
+    crit = {r["source"]: r for r in res["critical"]}
+    assert crit["hmc"]["m2_c_ref"] == -1.2725 and crit["hmc"]["m2_c_lo"] == row["m2_c_lo"]
+
+
 def test_runs_without_series_aggregate_as_before(tmp_path):
     make_run(tmp_path / "plain", [6], M2S[:2], series=False)
     res = aggregate([tmp_path / "plain"], plots=False, n_boot=0)

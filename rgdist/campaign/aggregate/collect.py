@@ -33,13 +33,14 @@ POINT_COLUMNS = KEY_COLUMNS + tuple(c for o in TABLE_OBSERVABLES for c in (o, o 
 _NAN = math.nan
 
 
-def read_run(run_dir, *, flow: bool = False, series: bool = False) -> dict:
-    """The scalar estimates (and flow data, HMC series) of a run directory's results file."""
+def read_run(run_dir, *, flow: bool = False, series: bool = False, baseline: bool = False) -> dict:
+    """The scalar estimates (and flow data, HMC series, flow-baseline results) of a run
+    directory's results file."""
     from rgdist.io.aggregate_file import read_point_estimates
 
     results = completed_results(run_dir)
     try:
-        return read_point_estimates(results, flow=flow, series=series)
+        return read_point_estimates(results, flow=flow, series=series, baseline=baseline)
     except (OSError, KeyError, ValueError, RgdistError) as exc:
         raise ConfigError("run_dir", f"{results} is unreadable: {exc}") from None
 
@@ -58,6 +59,11 @@ def _same_estimates(a: dict, b: dict) -> bool:
         return False
     return all(np.array_equal(np.asarray(a[s][n]), np.asarray(b[s][n]), equal_nan=True)
                for s in a for n in a[s])
+
+
+def _same_arrays(a: dict, b: dict) -> bool:
+    return sorted(a) == sorted(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k]),
+                                                         equal_nan=True) for k in a)
 
 
 def point_label(attrs: dict) -> str:
@@ -83,6 +89,9 @@ def merge_runs(runs: Sequence[tuple[str, dict]]) -> tuple[dict, list[str]]:
                     raise ConfigError("run_dirs", f"point {pid} ({point_label(p['attrs'])}) is in {other_dir} "
                                       f"and {run_dir} with different results; aggregate only one of them")
                 notes.append(f"point {pid} is in {other_dir} and {run_dir} with identical results: counted once")
+                if not _same_arrays(other.get("baseline") or {}, p.get("baseline") or {}):
+                    notes.append(f"point {pid}: the flow-baseline results of {other_dir} and {run_dir} "
+                                 f"differ (other baseline settings); the table shows {other_dir}'s")
                 continue
             key = _physics_key(p["attrs"])
             if key in by_phys:
@@ -116,8 +125,8 @@ def point_rows(points: dict) -> list[dict]:
     return rows
 
 
-def collect(run_dirs: Sequence, *, flow: bool = False,
-            series: bool = False) -> tuple[list[dict], dict, list[str]]:
+def collect(run_dirs: Sequence, *, flow: bool = False, series: bool = False,
+            baseline: bool = False) -> tuple[list[dict], dict, list[str]]:
     """(rows, {point_id: (run_dir, point)}, notes) of the run directories; every input is
     checked before anything is returned."""
     if not run_dirs:
@@ -130,7 +139,7 @@ def collect(run_dirs: Sequence, *, flow: bool = False,
             continue
         seen.add(key)
         unique.append(rd)
-    runs = [(str(rd), read_run(rd, flow=flow, series=series)) for rd in unique]
+    runs = [(str(rd), read_run(rd, flow=flow, series=series, baseline=baseline)) for rd in unique]
     points, more = merge_runs(runs)
     notes += more
     for rd, data in runs:

@@ -12,7 +12,11 @@ Flow data read (layout-2 names, rgdist.io.layout; absent: skipped with a note)::
     points/<id>/flow/couplings/<kind>/t, <operator> (K,)                 kind: learned | gaussian
     points/<id>/flow/deviation/<observable> (K,)   (learned - forward)/sigma (else recomputed)
 
-The figures call the forward flow the "exact" RG flow (its physics name).
+The figures call the forward flow the "exact" RG flow (its physics name). With the flow
+baseline's results (``points/<id>/baseline/flow/...``, rgdist.campaign.stages.baseline) the
+panels get a second row along the baseline's own time tau in [0, 1] (not a scheme time), with
+the HMC values and the reweighted baseline at tau = 1, and ``flow_<id>_baseline`` shows m_R,
+Z, lambda_R, chi, U and <max_x |phi_x|> along tau.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rgdist.campaign.aggregate.analyse import guard
+from rgdist.campaign.aggregate.baseline import baseline_flow
 from rgdist.campaign.aggregate.collect import point_label, shape_of
 from rgdist.io.layout import FLOW_KINDS
 
@@ -41,9 +46,12 @@ def _curve_items(c: dict, obs: str) -> tuple[list, list]:
 
 
 def phase_figures(tables: dict, analyses: list[dict], outdir: Path,
-                  curves: list[dict] | None = None) -> list[Path]:
-    """U and xi2/N vs m2 with crossings, chi/N^{gamma/nu} collapse, the phase diagram; with
-    ``curves`` (rgdist.campaign.aggregate.curves.curve_analysis) their bands and chi(m2)."""
+                  curves: list[dict] | None = None,
+                  curve_critical: list[dict] | None = None) -> list[Path]:
+    """U and xi2/N vs m2 with crossings, chi/N^{gamma/nu} collapse, the phase diagram (with
+    the anchors of rgdist.analysis.critical); with ``curves``
+    (rgdist.campaign.aggregate.curves.curve_analysis) their bands and chi(m2), and with
+    ``curve_critical`` the critical line from the curves on the phase diagram."""
     from rgdist.analysis.critical import GAMMA_OVER_NU_ISING, NU_ISING
     from rgdist.plot.curves import add_curve_bands, plot_chi_curves
     from rgdist.plot.phase import (plot_binder, plot_chi_collapse, plot_phase_diagram,
@@ -89,6 +97,14 @@ def phase_figures(tables: dict, analyses: list[dict], outdir: Path,
             for artist in (line, *caps):
                 artist.set_markeredgecolor(color)
                 artist.set_markerfacecolor(color)
+        line = [r for r in curve_critical or () if r["d"] == d and r["reason"] == ""]
+        if line:
+            if fig is None:
+                fig = plot_phase_diagram([], None, table=table)
+                ax = fig.axes[0]
+            ax.errorbar([r["lam"] for r in line], [r["m2_c"] for r in line],
+                        yerr=[r["dm2"] for r in line], fmt="s-", ms=4, capsize=3, color="C2",
+                        label="critical line (hmc, continuous curves)", zorder=3)
         if fig is not None:
             ax.legend(fontsize="small", loc="best")
             files += save_figure(fig, outdir / ("phase_diagram" + (f"_d{d}" if multi_d else "")))
@@ -124,25 +140,40 @@ def flow_data(arrays: dict) -> tuple[dict, dict, dict, list[str]]:
     return results, couplings, deviations, notes
 
 
-def flow_figures(pid: str, attrs: dict, arrays: dict, outdir: Path) -> tuple[list[Path], list[str]]:
-    """Forward vs learned (vs Gaussian) flow panels, deviations, G2, snapshots, couplings."""
-    from rgdist.plot.flow import (plot_flow_deviations, plot_flow_panels, plot_flow_snapshots,
-                                  plot_g2_flow, plot_running_couplings, save_figure)
+def flow_figures(pid: str, attrs: dict, arrays: dict, outdir: Path, *, baseline: dict | None = None,
+                 hmc: dict | None = None) -> tuple[list[Path], list[str]]:
+    """Forward vs learned (vs Gaussian) flow panels, deviations, G2, snapshots, couplings; with
+    ``baseline`` (the point's baseline/ arrays) the flow baseline along tau, against ``hmc``
+    (the point's HMC estimates {name: (value, err)})."""
+    from rgdist.plot.flow import (plot_baseline_panels, plot_flow_deviations, plot_flow_panels,
+                                  plot_flow_snapshots, plot_g2_flow, plot_running_couplings,
+                                  save_figure)
 
     res, coup, stored_dev, notes = flow_data(arrays)
-    notes = [f"point {pid}: {n}" for n in notes]
+    bl, targets, rw, more = baseline_flow(baseline or {}, attrs, hmc or {})
+    notes = [f"point {pid}: {n}" for n in notes + more]
     files: list[Path] = []
     base = outdir / f"flow_{pid}"
     title = f"{pid}: {point_label(attrs)}"
-    if res:
-        names = [n for n in ("m_R_L", "Z", "lambda_R") if all(n in r for r in res.values())]
-        names = names or [n for n in ("m_R", "chi", "binder", "xi2") if all(n in r for r in res.values())]
+    flows = list(res.values()) + ([bl] if bl is not None else [])
+    if flows:
+        names = [n for n in ("m_R_L", "Z", "lambda_R") if all(n in r for r in flows)]
+        names = names or [n for n in ("m_R", "chi", "binder", "xi2") if all(n in r for r in flows)]
         if names:
             files += save_figure(plot_flow_panels(res.get("forward"), res.get("learned"),
-                                                  res.get("gaussian"), names, title=title),
+                                                  res.get("gaussian"), names, title=title,
+                                                  baseline=bl, targets=targets, reweighted=rw),
                                  base.with_name(base.name + "_panels"))
         else:
             notes.append(f"point {pid}: the flows share no scalar observable; panels skipped")
+    if bl is not None:
+        fig, err = guard(plot_baseline_panels, bl, targets=targets, reweighted=rw,
+                         title=f"{title}: flow baseline (CNF) along its own time tau")
+        if fig is not None:
+            files += save_figure(fig, base.with_name(base.name + "_baseline"))
+        else:
+            notes.append(f"point {pid}: no baseline plot ({err})")
+    if res:
         if "forward" in res and "learned" in res:
             from rgdist.flow.learned import compare_flows
 

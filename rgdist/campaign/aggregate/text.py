@@ -1,5 +1,6 @@
 """Report text of `rgdist aggregate` and `rgdist plot` (plain text, no computation):
-the point table, the crossings and peaks, the critical line; :func:`fmt` writes value(error).
+the point table, the crossings and peaks, the critical line, the flow baseline's table (when
+the results hold one); :func:`fmt` writes value(error).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from rgdist.campaign.aggregate.analyse import NOT_ENOUGH_SIZES, PEAK_OBSERVABLE
+from rgdist.campaign.aggregate.baseline import BASELINE_TABLE
 
 
 def fmt(v: float, e: float) -> str:
@@ -76,6 +78,16 @@ def analysis_text(analyses: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _anchor(r: dict) -> str:
+    """'LO -1.2993 / lattice -1.2725 (z = +0.4)': the critical line's anchors at the row's
+    lam (rgdist.analysis.critical), '-' where there are none."""
+    lo, ref, z = (r.get(k, math.nan) for k in ("m2_c_lo", "m2_c_ref", "z_ref"))
+    out = f"{lo:.4f}" if math.isfinite(lo) else "-"
+    if math.isfinite(ref):
+        out += f" / {ref:.4f}" + (f" (z = {z:+.1f})" if math.isfinite(z) else "")
+    return out
+
+
 def critical_text(crit: list[dict]) -> str:
     multi_d = len({r["d"] for r in crit}) > 1
     body = []
@@ -86,8 +98,9 @@ def critical_text(crit: list[dict]) -> str:
             f"{r['lam']:g}", r["source"], _fmt(r["m2_c"], r["dm2"]) if ok else "-",
             _fmt(r["value"], r["dvalue"]) if ok else "-", r["pairs"] or "-",
             _fmt(r["gamma_over_nu"], r["dgamma_over_nu"]) if math.isfinite(r["gamma_over_nu"]) else "-",
-            note))
-    head = (("d",) if multi_d else ()) + ("lam", "source", "m2_c", "U*", "pairs", "gamma/nu", "note")
+            _anchor(r), note))
+    head = (("d",) if multi_d else ()) + ("lam", "source", "m2_c", "U*", "pairs", "gamma/nu",
+                                          "anchors: LO continuum / lattice (z)", "note")
     return table_text(head, body)
 
 
@@ -124,6 +137,45 @@ def curves_text(curves: list[dict], crossing_rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve_critical_text(rows: list[dict]) -> str:
+    """The critical line from the continuous curves, against the anchors and the 2D Ising
+    values U* = 0.6107, xi2/N* = 0.905 (rgdist.analysis.critical)."""
+    multi_d = len({r["d"] for r in rows}) > 1
+    body = []
+    for r in rows:
+        ok = r["reason"] == ""
+        body.append(((f"{r['d']}",) if multi_d else ()) + (
+            f"{r['lam']:g}", r["pair"] or "-", _fmt(r["m2_c"], r["dm2"]) if ok else "-",
+            _fmt(r["binder"], r["dbinder"]) if ok else "-",
+            _fmt(r["xi_over_N"], r["dxi_over_N"]) if ok and math.isfinite(r["xi_over_N"]) else "-",
+            _anchor(r) if ok else "-", r["reason"] or r["note"]))
+    head = (("d",) if multi_d else ()) + ("lam", "pair", "m2_c", "U* (0.6107)", "xi2/N* (0.905)",
+                                          "anchors: LO continuum / lattice (z)", "note")
+    return table_text(head, body)
+
+
+BASELINE_TITLE = ("flow baseline (CNF of Gerdes et al., reverse KL from the action alone): ESS/n "
+                  "and Pareto k of the importance weights, reweighted observables vs HMC, "
+                  "z = (baseline - HMC)/sigma:")
+
+
+def baseline_text(rows: list[dict]) -> str:
+    """The flow baseline's rows (rgdist.campaign.aggregate.baseline.baseline_rows)."""
+    head = ["point", "N", "lam", "m2", "steps", "ESS/n", "k"]
+    for _, lbl in BASELINE_TABLE:
+        head += [lbl, f"{lbl} HMC", "z"]
+    body = []
+    for r in rows:
+        cells = [r["point_id"][:8], r["shape"], f"{r['lam']:g}", f"{r['m2']:g}", str(r["steps"]),
+                 f"{r['ess_fraction']:.3g}", f"{r['pareto_k']:.2f}"]
+        for name, _ in BASELINE_TABLE:
+            z = r["z_" + name]
+            cells += [_fmt(r[name], r[name + "_err"]), _fmt(r[name + "_hmc"], r[name + "_hmc_err"]),
+                      f"{z:+.2f}" if math.isfinite(z) else "-"]
+        body.append(cells)
+    return table_text(head, body)
+
+
 def format_report(result: dict) -> str:
     """The text `rgdist aggregate` prints: points, crossings and peaks, the critical line."""
     rows = result["rows"]
@@ -134,17 +186,25 @@ def format_report(result: dict) -> str:
                   analysis_text(result["analyses"]), "",
                   "critical line m2_c(lam) (Binder crossing of the largest pair; error = "
                   "bootstrap (+) drift of the last two pairs):", critical_text(result["critical"])]
+    if result.get("baseline"):
+        parts += ["", BASELINE_TITLE, baseline_text(result["baseline"])]
     if result.get("curves"):
         parts += ["", "continuous curves U, chi, xi2/N (multi-histogram reweighting in m2 of the HMC "
                       "series, jackknife errors including the reweighting); crossings on the curves "
                       "vs the grid-point crossings above (local fits through the grid points, "
                       "bootstrap errors):", curves_text(result["curves"], result["curve_crossings"])]
+        if result.get("curve_critical"):
+            parts += ["", "critical line from the curves (Binder crossing of the largest pair; "
+                          "error = jackknife (+) drift of the last two pairs):",
+                      curve_critical_text(result["curve_critical"])]
     if result["notes"]:
         parts += ["", *(f"note: {n}" for n in result["notes"])]
     f = result["files"]
     parts += ["", "wrote " + ", ".join(str(f[k]) for k in ("csv", "h5", "crossings_csv", "peaks_csv",
                                                             "critical_csv", "curves_json",
                                                             "curve_crossings_csv") if k in f)]
+    if "baseline_csv" in f:
+        parts[-1] += f", {f['baseline_csv']}"
     if f["plots"]:
         parts.append(f"wrote {len(f['plots'])} figure files to {Path(f['plots'][0]).parent}")
     return "\n".join(parts)
@@ -153,6 +213,8 @@ def format_report(result: dict) -> str:
 def plot_text(result: dict) -> str:
     """The text `rgdist plot` prints: the analysis, the notes, the figures written."""
     lines = [analysis_text(result["analyses"])] if result["analyses"] else []
+    if result.get("baseline"):
+        lines += [BASELINE_TITLE, baseline_text(result["baseline"])]
     lines += [f"note: {n}" for n in result["notes"]]
     pngs = [p for p in result["files"] if Path(p).suffix == ".png"]
     lines.append(f"wrote {len(pngs)} figures (PNG + PDF) to {result['outdir']}")

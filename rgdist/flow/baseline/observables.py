@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rgdist.correct import ess_fraction, pareto_k
+from rgdist.correct import WeightedAccumulator, ess_fraction, pareto_k
 from rgdist.flow.base import FlowAccumulator, FlowResult
 from rgdist.flow.baseline.checks import check_pos_int
 from rgdist.flow.baseline.cnf import BaselineCNF
@@ -40,13 +40,17 @@ def tau_grid_steps(tau_grid, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 def accumulate_baseline_flow(cnf: BaselineCNF, n_samples: int, *, generator: torch.Generator,
                              tau_grid, n_bins: int = 32, batch_size: int = 256,
                              n_steps: int | None = None, action: Phi4Action | None = None,
-                             accumulator: FlowAccumulator | None = None):
+                             accumulator: FlowAccumulator | None = None,
+                             reweighted: WeightedAccumulator | None = None, callback=None):
     """Draw ``n_samples`` through the CNF in chunks of ``batch_size`` (one generator, in
     order) and record the ensemble at every tau_k.
 
     Returns ``(acc, log_q, log_w)``: ``acc`` a FlowAccumulator on the tau grid (draw i goes to
     bin i % n_bins), log_q of shape (n,) and, with ``action``, log_w = -S - log q of shape (n,)
-    (float64 numpy; None without ``action``)."""
+    (float64 numpy; None without ``action``). ``reweighted`` (needs ``action``; its n_bins
+    those of ``acc``): a rgdist.correct.WeightedAccumulator that also receives every tau = 1
+    draw with its log-weight, in the same bins, for the self-normalized reweighted
+    observables. ``callback(done)`` is called after every chunk with the draws done so far."""
     n_samples = check_pos_int("n_samples", n_samples)
     batch_size = check_pos_int("batch_size", batch_size)
     n = cnf.n_steps if n_steps is None else check_pos_int("n_steps", n_steps)
@@ -54,6 +58,10 @@ def accumulate_baseline_flow(cnf: BaselineCNF, n_samples: int, *, generator: tor
     acc = FlowAccumulator(cnf.lattice, tau, n_bins) if accumulator is None else accumulator
     if not np.array_equal(acc.t, tau):
         raise ValueError("accumulator must have the same tau grid")
+    if reweighted is not None and (action is None or not isinstance(reweighted, WeightedAccumulator)
+                                   or reweighted.n_bins != acc.n_bins):
+        raise ValueError("reweighted must be a WeightedAccumulator with the accumulator's n_bins "
+                         "and needs action")
     slot = {int(i): k for k, i in enumerate(idx)}
     log_q, log_w = [], []
     done = 0
@@ -68,8 +76,13 @@ def accumulate_baseline_flow(cnf: BaselineCNF, n_samples: int, *, generator: tor
         phi, lq = cnf.sample(b, generator, n_steps=n, callback=record)
         log_q.append(lq.cpu().numpy())
         if action is not None:
-            log_w.append(cnf.log_weights(phi, lq, action).cpu().numpy())
+            lw = cnf.log_weights(phi, lq, action)
+            log_w.append(lw.cpu().numpy())
+            if reweighted is not None:
+                reweighted.update(phi, lw, bins.to(phi.device))
         done += b
+        if callback is not None:
+            callback(done)
     return acc, np.concatenate(log_q), (np.concatenate(log_w) if action is not None else None)
 
 
