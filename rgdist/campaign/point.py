@@ -152,9 +152,9 @@ class PointJob:
             self.stage, self.step = "hmc", 0
         last = STAGES.index(stop_at) if stop_at is not None else len(STAGES) - 1
         while self.stage != "done" and STAGES.index(self.stage) < last:
-            t0 = time.perf_counter()
+            t0, name = time.perf_counter(), self.stage  # the stage that runs (it then advances)
             self._run_stage()
-            self.ctx.timings[self.stage] = self.ctx.timings.get(self.stage, 0.0) + time.perf_counter() - t0
+            self.ctx.timings[name] = self.ctx.timings.get(name, 0.0) + time.perf_counter() - t0
         self._report(done=True)
         return strip("results", self.arrays)
 

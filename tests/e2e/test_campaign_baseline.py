@@ -55,6 +55,12 @@ def test_results_hold_the_baseline_group_and_the_report_its_table(reference):
         assert g["reweight/binder"].shape == (2,)
         assert "estimates" in f[f"points/{pid}"] and "flow" in f[f"points/{pid}"]
     assert "flow baseline" in stdout and "ESS/n" in stdout  # the end-of-run report's table
+    # every stage's time is booked under its own name (it once went to the next stage's)
+    import json
+
+    timings = json.loads((tmp / "ref" / "logs" / "timings-rank0000.json").read_text())
+    (booked,) = timings["points"].values()
+    assert {"hmc", "train", "sample", "baseline"} <= set(booked) and "done" not in booked, timings
 
 
 def test_kill_in_baseline_training_and_resume_is_bitwise(reference, tmp_path):
