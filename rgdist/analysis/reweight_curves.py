@@ -48,7 +48,7 @@ __all__ = ["CURVE_OBSERVABLES", "CurveCrossing", "Ensemble", "ReweightedCurve", 
 
 #: the curves: Binder U, chi = V <M^2>, xi2 / N
 CURVE_OBSERVABLES = ("binder", "chi", "xi_over_N")
-MAX_BINS = 32
+MAX_BINS = 16  # jackknife blocks per ensemble (chains % 16): 16 K replicas, each a full re-solve
 N_LOCAL = 25
 LOCAL_STEPS = 4  # the local grid spans the bracket and 4 grid steps on each side
 

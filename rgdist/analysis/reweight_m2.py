@@ -34,7 +34,6 @@ from rgdist.analysis.reweight_core import (
     default_min_ess,
     finite_float,
     kish_ess,
-    logsumexp,
     per_config,
     phi2_sums,
     resolve_min_ess,
@@ -222,8 +221,13 @@ class MultiHistogram:
         else:
             f, log_d, _ = self._solve(keep, f0)
         lw = self._log_weights(targets, keep, log_d)
-        lz = logsumexp(lw, axis=1)
-        w = np.exp(lw - lz[:, None])
+        top = np.max(lw, axis=1, keepdims=True)  # logsumexp, its exponentials kept as w
+        top = np.where(np.isfinite(top), top, 0.0)
+        w = np.exp(lw - top, out=lw)
+        total = np.sum(w, axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w /= total
+            lz = (np.log(total) + top)[:, 0]
         means = {}
         for key, col in columns.items():
             x = col[keep]
