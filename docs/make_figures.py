@@ -3,8 +3,9 @@
     python docs/make_figures.py runs/rg_flow_20x20_carosso runs/rg_flow_20x20_polchinski
 
 writes docs/figures/flow_snapshots.png (Polchinski vs Carosso along the forward flow, one
-HMC configuration of each run) and the forward-vs-learned flow panels of each point (results
-files of layout 1 or 2: read_results gives layout-2 names).
+HMC configuration of each run), the forward-vs-learned flow panels of each point and, when
+the run has the flow baseline, its figure along its own flow time (results files of layout 1
+or 2: read_results gives layout-2 names).
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ def main(run_dirs: list[str]) -> None:
             m2 = p["attrs"]["m2"]
             a = p["arrays"]
             by_point.setdefault(m2, {})[scheme] = (a["flow/forward/snapshots"], a["flow/forward/t"])
-            for kind in ("panels", "snapshots"):
+            for kind in ("panels", "baseline"):  # baseline: the flow baseline along tau
                 src = Path(rd) / "plots" / f"flow_{pid}_{kind}.png"
-                if src.exists() and kind == "panels":
+                if src.exists():
                     shutil.copy(src, OUT / f"flow_{scheme}_m2{m2:+.2f}_{kind}.png")
     for m2, schemes in by_point.items():
         snaps = {name: np.asarray(s) for name, (s, _) in sorted(schemes.items(), reverse=True)}
