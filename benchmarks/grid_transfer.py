@@ -31,14 +31,15 @@ import torch
 
 from rgdist.correct import FlowProposal, WeightedAccumulator, log_weights
 from rgdist.correct.reweight import pareto_k
-from rgdist.lattice import HMC, Lattice, Phi4Action
-from rgdist.measure import ObservableAccumulator
+from rgdist.lattice import Lattice, Phi4Action
 from rgdist.models import build_model, load_named_arrays, named_arrays
 from rgdist.models.conditioning import CouplingWindow, SpectrumTable, condition_model, set_couplings
 from rgdist.rg import build_scheme
 from rgdist.train import EnsembleData, TrainConfig, measured_spectrum
 from rgdist.train.grid import GridPointData, GridTrainer
 from rgdist.train.objectives import kish_ess_fraction
+
+from fa_data import fa_hmc  # benchmarks/fa_data.py
 
 REPO = Path(__file__).resolve().parents[1]
 LAM = 1.0
@@ -50,17 +51,8 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def hmc(lat, m2, seed, n_traj, chains, keep=5):
-    h = HMC(Phi4Action(m2, LAM), lat, chains, step_size=0.2, n_steps=5, fourier_accel=True,
-            fa_mass2=0.1, generator=gen(seed))
-    h.thermalize(100)
-    acc, kept = ObservableAccumulator(lat, chains), []
-    for k in range(n_traj):
-        h.trajectory()
-        acc.update(h.phi, torch.arange(chains))
-        if k % keep == 0:
-            kept.append(h.phi.clone())
-    return torch.cat(kept), acc.estimate()
+def hmc(lat, m2, seed, n_traj, chains):
+    return fa_hmc(lat, m2, LAM, seed, n_traj, chains, therm=100)
 
 
 class Size:

@@ -25,12 +25,13 @@ import torch
 
 from rgdist.correct import FlowProposal, WeightedAccumulator, log_weights
 from rgdist.correct.reweight import pareto_k
-from rgdist.lattice import HMC, Lattice, Phi4Action
-from rgdist.measure import ObservableAccumulator
+from rgdist.lattice import Lattice, Phi4Action
 from rgdist.models import build_model
 from rgdist.rg import build_scheme
 from rgdist.train import EnsembleData, TrainConfig, Trainer, measured_spectrum
 from rgdist.train.objectives import kish_ess_fraction
+
+from fa_data import fa_hmc  # benchmarks/fa_data.py
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMES = ("carosso", "polchinski", "renormalized_polchinski", "vp", "ve")
@@ -41,17 +42,8 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def hmc(lat, seed, n_traj, chains, keep=5):
-    h = HMC(Phi4Action(M2, LAM), lat, chains, step_size=0.2, n_steps=5, fourier_accel=True,
-            fa_mass2=0.1, generator=gen(seed))
-    h.thermalize(200)
-    acc, kept = ObservableAccumulator(lat, chains), []
-    for k in range(n_traj):
-        h.trajectory()
-        acc.update(h.phi, torch.arange(chains))
-        if k % keep == 0:
-            kept.append(h.phi.clone())
-    return torch.cat(kept), acc.estimate()
+def hmc(lat, seed, n_traj, chains):
+    return fa_hmc(lat, M2, LAM, seed, n_traj, chains, therm=200)
 
 
 def row(name, lat, data, G, ref, a):
