@@ -167,15 +167,18 @@ def plot_phase_diagram(points: Sequence[CriticalPoint], ax=None, *, table: Table
                     zorder=3)
         ax.text(0.04, 0.06, "broken phase\n" + r"($\langle|M|\rangle \neq 0$)",
                 transform=ax.transAxes, fontsize="small", va="bottom")
-        ax.text(0.96, 0.94, "symmetric phase", transform=ax.transAxes, fontsize="small",
-                ha="right", va="top")
+        # m2_c falls with lam, so the symmetric side's free corner is just above the line's
+        # right end (the upper right holds the legend)
+        y0, y1 = ax.get_ylim()
+        ax.text(lam.max(), m2c[np.argmax(lam)] + 0.3 * (y1 - y0), "symmetric phase",
+                fontsize="small", ha="right", va="bottom")
     missing = len(points) - len(good)
     if missing:
         ax.plot([], [], " ", label=f"{missing} lam without a crossing")
     ax.set_xlabel(LAM_LABEL)
     ax.set_ylabel(r"critical bare mass $m^2_c$ (lattice units, $a=1$)")
     ax.set_title(r"phase diagram of 2D $\phi^4$")
-    ax.legend(fontsize="small", loc="best")
+    ax.legend(fontsize="small", loc="upper right")
     return fig
 
 

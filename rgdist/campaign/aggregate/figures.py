@@ -54,8 +54,7 @@ def phase_figures(tables: dict, analyses: list[dict], outdir: Path,
     ``curve_critical`` the critical line from the curves on the phase diagram."""
     from rgdist.analysis.critical import GAMMA_OVER_NU_ISING, NU_ISING
     from rgdist.plot.curves import add_curve_bands, plot_chi_curves
-    from rgdist.plot.phase import (plot_binder, plot_chi_collapse, plot_phase_diagram,
-                                   plot_xi_over_N, save_figure)
+    from rgdist.plot.phase import plot_binder, plot_chi_collapse, plot_xi_over_N, save_figure
 
     files: list[Path] = []
     multi_d = len(tables) > 1
@@ -81,34 +80,47 @@ def phase_figures(tables: dict, analyses: list[dict], outdir: Path,
                                     nu=NU_ISING, gamma_over_nu=GAMMA_OVER_NU_ISING)
             files += save_figure(fig, outdir / _base("chi_collapse", e, multi_d))
     for d, table in tables.items():
-        fig, ax = None, None
-        for k, src in enumerate(table.sources()):
-            pts = [e["critical"] for e in analyses
-                   if e["d"] == d and e["source"] == src and e["critical"] is not None]
-            if not any(p.ok for p in pts):
-                continue
-            fig = plot_phase_diagram(pts, ax, table=table.select(source=src) if ax is None else None,
-                                     label=f"critical line ({src})")
-            ax = fig.axes[0]
-            line, caps, bars = ax.containers[-1].lines  # this source's errorbar: own colour
-            color = f"C{3 + k}"
-            for artist in (line, *bars):
-                artist.set_color(color)
-            for artist in (line, *caps):
-                artist.set_markeredgecolor(color)
-                artist.set_markerfacecolor(color)
+        by_source = {src: [e["critical"] for e in analyses if e["d"] == d and e["source"] == src
+                           and e["critical"] is not None] for src in table.sources()}
         line = [r for r in curve_critical or () if r["d"] == d and r["reason"] == ""]
-        if line:
-            if fig is None:
-                fig = plot_phase_diagram([], None, table=table)
-                ax = fig.axes[0]
-            ax.errorbar([r["lam"] for r in line], [r["m2_c"] for r in line],
-                        yerr=[r["dm2"] for r in line], fmt="s-", ms=4, capsize=3, color="C2",
-                        label="critical line (hmc, continuous curves)", zorder=3)
+        fig = phase_diagram_figure(table, by_source, line)
         if fig is not None:
-            ax.legend(fontsize="small", loc="best")
             files += save_figure(fig, outdir / ("phase_diagram" + (f"_d{d}" if multi_d else "")))
     return list(files)
+
+
+def phase_diagram_figure(table, by_source: dict, curve_line: list[dict]):
+    """The phase diagram of one dimension: per source its critical line from the grid-point
+    crossings (``by_source``: {source: [CriticalPoint]}, own colour), the scanned grid and the
+    anchors, and ``curve_line`` (rows of the critical line from the continuous curves:
+    lam, m2_c, dm2); None when there is nothing to draw."""
+    from rgdist.plot.phase import plot_phase_diagram
+
+    fig, ax = None, None
+    for k, src in enumerate(table.sources()):
+        pts = by_source.get(src, [])
+        if not any(p.ok for p in pts):
+            continue
+        fig = plot_phase_diagram(pts, ax, table=table.select(source=src) if ax is None else None,
+                                 label=f"critical line ({src})")
+        ax = fig.axes[0]
+        line, caps, bars = ax.containers[-1].lines  # this source's errorbar: own colour
+        color = f"C{3 + k}"
+        for artist in (line, *bars):
+            artist.set_color(color)
+        for artist in (line, *caps):
+            artist.set_markeredgecolor(color)
+            artist.set_markerfacecolor(color)
+    if curve_line:
+        if fig is None:
+            fig = plot_phase_diagram([], None, table=table)
+            ax = fig.axes[0]
+        ax.errorbar([r["lam"] for r in curve_line], [r["m2_c"] for r in curve_line],
+                    yerr=[r["dm2"] for r in curve_line], fmt="s-", ms=4, capsize=3, color="C2",
+                    label="critical line (hmc, continuous curves)", zorder=3)
+    if fig is not None:
+        ax.legend(fontsize="small", loc="upper right")  # the phase labels are elsewhere
+    return fig
 
 
 def flow_data(arrays: dict) -> tuple[dict, dict, dict, list[str]]:
