@@ -56,9 +56,9 @@ BASELINE_ROWS = {
     "baseline_critical_N32_from16": (32, -1.27, 1.0, 150, 1024),
     # grown: --grow-pretrain steps at N = 16, then the row's steps at N, both trained in float32
     # without per-step recomputation (2.2x faster per step, measured), sampled in float64
-    "baseline_critical_N32_grow": (32, -1.27, 1.0, 200, 1024),
-    "baseline_gerdes_L32_grow": (32, -4.0, 4.572, 200, 1024),
-    "baseline_critical_N64_grow": (64, -1.27, 1.0, 40, 256),
+    "baseline_critical_N32_grow": (32, -1.27, 1.0, 200, 4096),
+    "baseline_gerdes_L32_grow": (32, -4.0, 4.572, 200, 4096),
+    "baseline_critical_N64_grow": (64, -1.27, 1.0, 40, 1024),
 }
 
 
