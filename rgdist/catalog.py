@@ -157,6 +157,7 @@ CAMPAIGN_BASELINE_DEFAULTS: dict = {
     "warmup": 20, "grad_clip": 1.0, "n_steps": 20, "m0_sq": 0.5, "channels": 8,
     "global_channels": 4, "radius": 1, "filter_rank": 8, "dtype": "float64",
     "grad_checkpoint": True, "n_samples": 4096, "sample_batch": 256, "tau_grid": "auto",
+    "sample_dtype": "auto",
 }
 
 

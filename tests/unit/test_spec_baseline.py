@@ -38,7 +38,13 @@ def test_given_section_is_on_with_the_catalog_defaults_and_round_trips():
     c = parse_campaign(_with({}))
     assert c.baseline.enabled
     got = c.baseline.to_dict()
-    assert got == {"enabled": True, **CAMPAIGN_BASELINE_DEFAULTS}
+    # keys added later (sample_dtype) stay out of to_dict at their defaults: the resolved
+    # configuration of existing run directories is unchanged, so they resume
+    later = S.BaselineSpec.LATER
+    assert later == ("sample_dtype",)
+    assert got == {"enabled": True, **{k: v for k, v in CAMPAIGN_BASELINE_DEFAULTS.items()
+                                       if k not in later}}
+    assert c.baseline.sample_dtype == "auto" and c.baseline.sampling_dtype == "float64"
     # "auto": every ceil(n_steps / 10)-th RK4 step and tau = 1, each exactly i / n_steps
     assert c.baseline.taus == tuple(i / 20 for i in range(0, 21, 2))
     assert parse_campaign(_with({"n_steps": 25})).baseline.taus == tuple(
@@ -51,6 +57,19 @@ def test_given_section_is_on_with_the_catalog_defaults_and_round_trips():
     back = Campaign.from_dict(d)
     assert back.to_dict() == d and back.baseline.taus == (0.0, 0.5, 1.0)
     assert "baseline   enabled=True steps=5" in back.summary()
+
+
+def test_sample_dtype_given_enters_the_configuration_and_round_trips():
+    c = parse_campaign(_with({"dtype": "float32", "grad_checkpoint": False,
+                              "sample_dtype": "float64"}))
+    assert c.baseline.sampling_dtype == "float64" and c.baseline.dtype == "float32"
+    d = c.to_dict()
+    assert d["baseline"]["sample_dtype"] == "float64"
+    assert Campaign.from_dict(d).to_dict() == d
+    # "auto" follows dtype; the same dtype spelled out is a different configuration
+    assert parse_campaign(_with({"dtype": "float32"})).baseline.sampling_dtype == "float32"
+    same = parse_campaign(_with({"sample_dtype": "float64"}))
+    assert same.to_dict()["baseline"]["sample_dtype"] == "float64"
 
 
 BAD = [  # (section, key path, words the message must hold)
@@ -74,6 +93,8 @@ BAD = [  # (section, key path, words the message must hold)
     ({"radius": -1}, "baseline.radius", ">= 0"),
     ({"filter_rank": 0}, "baseline.filter_rank", ">= 1"),
     ({"dtype": "float16"}, "baseline.dtype", "float32, float64"),
+    ({"sample_dtype": "float16"}, "baseline.sample_dtype", "auto, float32, float64"),
+    ({"sample_dtype": None}, "baseline.sample_dtype", "auto, float32, float64"),
     ({"n_samples": 1}, "baseline.n_samples", ">= 2"),
     ({"sample_batch": 0}, "baseline.sample_batch", ">= 1"),
     ({"tau_grid": "all"}, "baseline.tau_grid", '"auto" or a list'),

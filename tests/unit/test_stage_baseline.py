@@ -153,3 +153,32 @@ def test_aggregate_rows_and_text_of_the_baseline():
     other = {**point, "baseline": {**b, "ess_fraction": np.asarray(0.6)}}
     _, notes = merge_runs([("runA", {"points": {"p1": point}}), ("runC", {"points": {"p1": other}})])
     assert any("flow-baseline results of runA and runC differ" in n for n in notes)
+
+
+def test_float32_training_float64_draws():
+    """``dtype: float32`` + ``sample_dtype: float64``: the stage trains the float32 model and
+    draws from its exact float64 widening (the replay with ``cnf.cast("float64")`` gives the
+    stored weights' ESS and reweighted values); resumed mid-training it is bitwise the same."""
+    c = parse_campaign({**CAMPAIGN, "baseline": {**BASELINE, "dtype": "float32",
+                                                 "grad_checkpoint": False,
+                                                 "sample_dtype": "float64"}})
+    s = make(c)
+    s.restore(CARRY, 0)
+    out = run_to_end(s)
+    assert s.cnf.dtype == torch.float32
+    wide = s.cnf.cast("float64")
+    assert wide.dtype == torch.float64 and wide is not s.cnf and s.cnf.cast("float32") is s.cnf
+    for (n32, p32), (n64, p64) in zip(s.cnf.named_parameters(), wide.named_parameters()):
+        assert n32 == n64 and torch.equal(p32.double(), p64)  # widening is exact
+    g = s.env.streams("baseline", "sample")
+    phis, lws = [], []
+    with torch.no_grad():
+        for b in (8, 4):
+            phi, lq = wide.sample(b, g)
+            assert phi.dtype == torch.float64
+            phis.append(phi)
+            lws.append(wide.log_weights(phi, lq, s.env.action))
+    est = reweight(torch.cat(phis), torch.cat(lws), s.env.lattice, n_bins=c.measure.n_bins)
+    for name in BASELINE_OBSERVABLES:
+        np.testing.assert_allclose(out[f"results/baseline/reweight/{name}"], est[name], rtol=1e-12)
+    same(resumed(lambda: make(c), CARRY, 3), out)

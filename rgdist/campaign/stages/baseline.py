@@ -9,7 +9,8 @@ reduction can change the numbers; the point's root checkpoints the trainer state
 history), from which a resume continues bit for bit.
 
 The last step, on the point's root alone (like the correction stage): ``baseline.n_samples``
-draws from ``("baseline", "sample")`` with their exact log-density, recorded at the flow times
+draws from ``("baseline", "sample")`` with their exact log-density (in
+``baseline.sample_dtype``: the trained model cast to it), recorded at the flow times
 ``baseline.tau_grid`` (tau = 0 the Gaussian prior, tau = 1 the model; not a scheme time), the
 importance weights log w = -S - log q of the tau = 1 draws, their ESS/n and Pareto k, and the
 self-normalized reweighted observables. It keeps no intermediate state: a resume restarts it
@@ -88,6 +89,7 @@ class BaselineStage(Stage):
 
         s, env, t = self.spec, self.env, self.trainer
         self.cnf.eval()
+        cnf = self.cnf.cast(s.sampling_dtype)  # baseline.sample_dtype
         reweighted = WeightedAccumulator(env.lattice, self.n_bins)
 
         def progress(done):
@@ -95,7 +97,7 @@ class BaselineStage(Stage):
 
         try:
             acc, _, log_w = accumulate_baseline_flow(
-                self.cnf, s.n_samples, generator=env.streams("baseline", "sample"),
+                cnf, s.n_samples, generator=env.streams("baseline", "sample"),
                 tau_grid=s.taus, n_bins=self.n_bins, batch_size=s.sample_batch,
                 action=env.action, reweighted=reweighted, callback=progress)
             est = reweighted.estimate()

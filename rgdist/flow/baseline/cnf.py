@@ -22,6 +22,7 @@ actually run is off by O(h^4) (measured in tests/unit/test_flow_baseline.py).
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -30,7 +31,7 @@ from torch.utils.checkpoint import checkpoint as step_checkpoint
 
 from rgdist.density import gaussian_log_density
 from rgdist.density.steps import rk4_step
-from rgdist.flow.baseline.checks import check_pos_float, check_pos_int
+from rgdist.flow.baseline.checks import check_pos_float, check_pos_int, torch_dtype
 from rgdist.flow.baseline.field import BaselineField
 from rgdist.lattice import Lattice, Phi4Action
 
@@ -51,6 +52,13 @@ class BaselineCNF(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.field.param_dtype
+
+    def cast(self, dtype) -> "BaselineCNF":
+        """A copy whose parameters are this model's in ``dtype`` ("float32"/"float64" or a
+        torch dtype; e.g. a float32-trained model widened exactly to float64 for sampling);
+        ``self`` when it already is in ``dtype``."""
+        dtype = torch_dtype(dtype)
+        return self if dtype == self.dtype else copy.deepcopy(self).to(dtype)
 
     # ------------------------------------------------------------------ prior
     def prior_spectrum(self, device=None, dtype=torch.float64) -> torch.Tensor:
