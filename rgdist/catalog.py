@@ -113,6 +113,10 @@ MODEL_PARAMS: dict[str, dict] = {
                   "residual_blocks": 2},
 }
 MODELS = tuple(MODEL_PARAMS)
+#: Fourier harmonics of every model's time embedding (the models' n_freq; campaign key
+#: model.time_freq) and the most a campaign may ask for.
+TIME_FREQ_DEFAULT = 4
+MAX_TIME_FREQ = 64
 DTYPES = ("float32", "float64")
 
 
@@ -140,6 +144,7 @@ TRAIN_DEFAULTS: dict = {
     "ema_decay": 0.999, "grad_clip": 1.0, "weighting": "sigma", "t_sampler": "uniform",
     "max_seconds": None, "objective": "dsm", "kl_steps": 16, "kl_batch": None,
     "kl_grid": "snr", "kl_integrator": "split", "path_weight": 1.0,
+    "zero_mode_weight": 1.0,
 }
 #: The campaign's train section: the same defaults but a larger batch, a larger learning rate
 #: and a warm-up (the campaign's documented training preset; library callers that relied on

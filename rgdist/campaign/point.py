@@ -242,6 +242,7 @@ class PointJob:
             return SampleStage(c.sample, env, model=model, scheme=scheme, G=G, carry=self.arrays,
                                n_bins=c.measure.n_bins, record_times=c.measure.record_times,
                                t_min=c.scheme.t_min, weighting=c.train.weighting,
+                               zero_mode_weight=c.train.zero_mode_weight,
                                diagnostics=self._diagnostics(scheme, G),
                                nonfinite=lambda ci: nonfinite_message(c, scheme, G, c.sample.solver, ci))
         e = c.correct

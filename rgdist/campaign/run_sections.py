@@ -95,12 +95,15 @@ class TrainSpec(Section):
     per step and integrates ``kl_steps`` ODE steps on the ``kl_grid`` with ``kl_integrator``
     (split: linear part exact, channels by RK4; rk4; heun). Use the same grid, steps and
     integrator in ``correct`` (sample.grid, correct.n_steps, correct.integrator) so the
-    corrected sampler is the one trained. Defaults: rgdist.catalog.CAMPAIGN_TRAIN_DEFAULTS.
+    corrected sampler is the one trained. ``zero_mode_weight`` (> 0, default 1) multiplies
+    the DSM mode weight of the zero mode p = 0 (rgdist.train.dsm: the minimizer is unchanged;
+    with weighting sigma the zero mode is otherwise 1/V of the loss). Defaults:
+    rgdist.catalog.CAMPAIGN_TRAIN_DEFAULTS.
     """
 
     KEY: ClassVar[str] = "train"
     LATER: ClassVar[tuple] = ("objective", "kl_steps", "kl_batch", "kl_grid", "kl_integrator",
-                              "path_weight")
+                              "path_weight", "zero_mode_weight")
     steps: int = opt(_T["steps"], Int(lo=1))
     batch_size: int = opt(_T["batch_size"], Int(lo=1))
     lr: float = opt(_T["lr"], Real(lo=0, lo_open=True))
@@ -117,6 +120,7 @@ class TrainSpec(Section):
     kl_grid: str = opt(_T["kl_grid"], Choice(*KL_GRIDS))
     kl_integrator: str = opt(_T["kl_integrator"], Choice(*KL_INTEGRATORS))
     path_weight: float = opt(_T["path_weight"], Real(lo=0))
+    zero_mode_weight: float = opt(_T["zero_mode_weight"], Real(lo=0, lo_open=True))
 
     def as_kwargs(self) -> dict:
         """Keyword arguments for rgdist.train.TrainConfig (t_min comes from scheme.t_min)."""

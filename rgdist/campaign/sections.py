@@ -28,11 +28,13 @@ from rgdist.campaign.rules import (
 from rgdist.catalog import (
     DTYPES,
     MAX_LEFTOVER,
+    MAX_TIME_FREQ,
     MODEL_PARAMS,
     MODELS,
     OPERATORS,
     SCHEME_DEFAULTS,
     SCHEMES,
+    TIME_FREQ_DEFAULT,
     check_scheme_params,
 )
 from rgdist.errors import ConfigError
@@ -234,6 +236,9 @@ class ModelSpec:
 
     conv: channels, blocks; unet: channels, levels; trace: channels, global_channels, radius,
     filter_rank; effective: operators, residual, residual_channels, residual_blocks.
+    ``time_freq`` (every model, default 4): K, the number of Fourier harmonics of the time
+    embedding (rgdist.models.layers.TimeEmbedding: sin/cos(pi k t/T) and of the rescaled log t,
+    k = 1..K); the finest time feature has period 2T/K. Left out of ``to_dict`` at the default.
     """
 
     name: str = "conv"
@@ -243,6 +248,7 @@ class ModelSpec:
     #: "point": one model per grid point; "grid": one coupling-conditioned model per lattice
     #: size, trained data-parallel on every point of that size (rgdist.campaign.gridscope)
     scope: str = "point"
+    time_freq: int = TIME_FREQ_DEFAULT
 
     RULES: ClassVar[dict] = {
         "channels": Int(lo=1), "blocks": Int(lo=1), "levels": Int(lo=1), "residual": Bool(),
@@ -256,6 +262,7 @@ class ModelSpec:
         Bool()(self.gaussian_exact, "model.gaussian_exact")
         Choice(*DTYPES)(self.dtype, "model.dtype")
         Choice("point", "grid")(self.scope, "model.scope")
+        Int(lo=0, hi=MAX_TIME_FREQ)(self.time_freq, "model.time_freq")
         given = dict(self.arch)
         defaults = MODEL_PARAMS[name]
         reject_unknown(given, tuple(defaults), "model")
@@ -273,21 +280,27 @@ class ModelSpec:
     @property
     def params(self) -> dict:
         """Keyword arguments of ``rgdist.models.build_model`` besides gaussian_exact."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.arch}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.arch}
+        if self.time_freq != TIME_FREQ_DEFAULT:
+            out["n_freq"] = self.time_freq
+        return out
 
     @classmethod
     def parse(cls, raw, path="model"):
         given = mapping(raw, path)
         name = Choice(*MODELS)(given.get("name", "conv"), join(path, "name"))
-        common = ("name", "gaussian_exact", "dtype", "scope")
+        common = ("name", "gaussian_exact", "dtype", "scope", "time_freq")
         reject_unknown(given, (*common, *MODEL_PARAMS[name]), path, owner_hint(MODEL_PARAMS, "model"))
         arch = {k: v for k, v in given.items() if k not in common}
         return cls(**{k: given[k] for k in common if k in given}, arch=tuple(arch.items()))
 
     def to_dict(self) -> dict:
-        """``scope`` is left out at its default ("point"), so point ids stay as they were."""
+        """``scope`` and ``time_freq`` are left out at their defaults ("point", 4), so point
+        ids stay as they were."""
         out = {"name": self.name, "gaussian_exact": self.gaussian_exact, "dtype": self.dtype,
                **{k: plain(v) for k, v in self.arch}}
         if self.scope != "point":
             out["scope"] = self.scope
+        if self.time_freq != TIME_FREQ_DEFAULT:
+            out["time_freq"] = self.time_freq
         return out

@@ -24,7 +24,7 @@ w(p) = lambda_t(p) S_t(p) over the noised modes (frozen modes carry no DSM signa
     (xbar, ybar the w-weighted means),   c_phi2 = a/2,   c_grad2 = b/2.
 
 ``weighting`` names lambda_t as in the DSM loss: "sigma" (Sigma_t), "likelihood" (beta_t^2),
-"none" (1). Since the optimum at each t does not depend on the overall scale of w, the time
+"none" (1), with the zero mode's weight times ``zero_mode_weight`` as in the loss. Since the optimum at each t does not depend on the overall scale of w, the time
 weight w(t) of the loss drops out; at t = 0 with "sigma" (Sigma_0 = 0) the t -> 0 limit
 Sigma_t/t -> beta_0^2 is used. For the free theory at t = 0, 1/G = phat^2 + m2 is exactly
 linear: c_phi2 = m2/2, c_grad2 = 1/2 (the standard action) for any weighting. The Gaussian
@@ -47,19 +47,24 @@ WEIGHTINGS = ("sigma", "likelihood", "none")
 QUADRATIC = ("phi2", "grad2")
 
 
-def _mode_weights(scheme, t: torch.Tensor, weighting: str) -> torch.Tensor:
+def _mode_weights(scheme, t: torch.Tensor, weighting: str, zero_mode_weight: float = 1.0
+                  ) -> torch.Tensor:
     """lambda_t(p) for times t (K,), shape (K, *shape)."""
+    from rgdist.train.dsm import boost_zero_mode
+
     if weighting == "sigma":
         lam = scheme.Sigma(t)
         at_zero = (t == 0).reshape((-1,) + (1,) * scheme.lattice.d)
-        return torch.where(at_zero, scheme.beta2(t), lam)
-    if weighting == "likelihood":
-        return scheme.beta2(t)
-    return torch.ones((t.shape[0], *scheme.lattice.shape), dtype=torch.float64)
+        lam = torch.where(at_zero, scheme.beta2(t), lam)
+    elif weighting == "likelihood":
+        lam = scheme.beta2(t)
+    else:
+        lam = torch.ones((t.shape[0], *scheme.lattice.shape), dtype=torch.float64)
+    return boost_zero_mode(lam, zero_mode_weight, scheme.lattice.d)
 
 
-def gaussian_couplings(lattice: Lattice, scheme, G, t_grid, weighting: str = "sigma"
-                       ) -> dict[str, np.ndarray]:
+def gaussian_couplings(lattice: Lattice, scheme, G, t_grid, weighting: str = "sigma",
+                       zero_mode_weight: float = 1.0) -> dict[str, np.ndarray]:
     """DSM-optimal quadratic couplings for Gaussian data of spectrum G (module docstring).
 
     Returns float64 arrays of shape (K,) (t sorted increasing): ``t``, ``phi2`` (c_phi2),
@@ -73,6 +78,9 @@ def gaussian_couplings(lattice: Lattice, scheme, G, t_grid, weighting: str = "si
         raise ValueError(f"lattice {lattice} does not match the scheme's lattice {scheme.lattice}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    from rgdist.train.dsm import check_zero_mode_weight
+
+    zero_mode_weight = check_zero_mode_weight(zero_mode_weight)
     t = check_t_grid(t_grid, scheme.T)
     G = torch.as_tensor(G, dtype=torch.float64).detach().cpu()
     if tuple(G.shape) != lattice.shape or not bool(torch.isfinite(G).all()) or not bool((G > 0).all()):
@@ -80,7 +88,7 @@ def gaussian_couplings(lattice: Lattice, scheme, G, t_grid, weighting: str = "si
                          f"got shape {tuple(G.shape)}")
     tt = torch.as_tensor(t, dtype=torch.float64)
     S = scheme.marginal_spectrum(tt, G)                       # (K, *shape)
-    lam = _mode_weights(scheme, tt, weighting)
+    lam = _mode_weights(scheme, tt, weighting, zero_mode_weight)
     x = lattice.phat2().expand_as(S)
     noised = ~scheme.frozen_modes().expand_as(S)
     valid = noised & (S > 0) & torch.isfinite(1.0 / S)

@@ -11,6 +11,11 @@ Mode weights lambda_t(p) (``weighting``):
                               at every t (an untrained s = 0 gives exactly 1 per mode).
     "likelihood" beta_t^2(p)  Song et al.'s likelihood weighting (the loss bounds the KL).
     "none"       1            plain position-space MSE.
+``zero_mode_weight`` b multiplies lambda_t(0) of the zero mode p = 0 (default 1: the weights
+above). Any positive per-mode weight leaves the minimizer unchanged (the loss is a sum over p
+of lambda_t(p) E|s~(p) - target~(p)|^2 and each term is minimized by the true score's p
+component), so b only redistributes a finite model's capacity: with "sigma" the zero mode,
+which carries the magnetization (chi, U, lambda_R), is otherwise 1/V of the loss.
 Modes with Sigma_t(p) = 0 (frozen modes, never noised) carry no information and are excluded.
 
 Time samplers (``t_sampler``), on [t_min, T]:
@@ -77,25 +82,43 @@ def sample_times(t_sampler, batch: int, t_max: float, t_min: float,
     return t, t * (log_ratio / (t_max - t_min))
 
 
-def mode_weight(scheme, t: torch.Tensor, weighting: str, Sigma: torch.Tensor) -> torch.Tensor:
+def check_zero_mode_weight(b) -> float:
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b > 0):
+        raise ValueError(f"zero_mode_weight must be a finite number > 0, got {b!r}")
+    return float(b)
+
+
+def boost_zero_mode(lam: torch.Tensor, b: float, d: int) -> torch.Tensor:
+    """lam (B, *shape) with its p = 0 entry (index 0 in every lattice direction) times b."""
+    if b == 1.0:
+        return lam
+    lam = lam.clone()
+    lam[(slice(None),) + (0,) * d] *= b
+    return lam
+
+
+def mode_weight(scheme, t: torch.Tensor, weighting: str, Sigma: torch.Tensor,
+                zero_mode_weight: float = 1.0) -> torch.Tensor:
     """lambda_t(p), shape (B, *shape)."""
     check_weighting(weighting)
     if weighting == "sigma":
-        return Sigma
-    if weighting == "likelihood":
-        return scheme.beta2(t)
-    return torch.ones_like(Sigma)
+        lam = Sigma
+    elif weighting == "likelihood":
+        lam = scheme.beta2(t)
+    else:
+        lam = torch.ones_like(Sigma)
+    return boost_zero_mode(lam, check_zero_mode_weight(zero_mode_weight), scheme.lattice.d)
 
 
 def dsm_terms(model, scheme, phi0: torch.Tensor, t: torch.Tensor, generator: torch.Generator,
-              *, weighting: str = "sigma") -> torch.Tensor:
+              *, weighting: str = "sigma", zero_mode_weight: float = 1.0) -> torch.Tensor:
     """Per-configuration DSM loss at given times t (B,), shape (B,) (see module docstring)."""
     lat = scheme.lattice
     lat.check_field(phi0, "phi0")
     t = t.to(device=phi0.device, dtype=torch.float64)
     phi_t, eps = scheme.sample_forward(phi0, t, generator)
     Sigma = scheme.Sigma(t).to(phi0.device)
-    lam = mode_weight(scheme, t, weighting, Sigma).to(phi0.device)
+    lam = mode_weight(scheme, t, weighting, Sigma, zero_mode_weight).to(phi0.device)
     noised = Sigma > 0
     inv = torch.where(noised, 1.0 / torch.where(noised, Sigma, torch.ones_like(Sigma)),
                       torch.zeros_like(Sigma))
@@ -107,11 +130,12 @@ def dsm_terms(model, scheme, phi0: torch.Tensor, t: torch.Tensor, generator: tor
 
 
 def dsm_loss(model, scheme, phi0: torch.Tensor, generator: torch.Generator, *,
-             weighting: str = "sigma", t_sampler="uniform", t_min: float | None = None
-             ) -> torch.Tensor:
+             weighting: str = "sigma", t_sampler="uniform", t_min: float | None = None,
+             zero_mode_weight: float = 1.0) -> torch.Tensor:
     """Scalar DSM loss of one minibatch: mean over configurations of w(t) * dsm_terms."""
     weighting = check_weighting(weighting)
     t_min = resolve_t_min(scheme, t_min)
     t, w = sample_times(t_sampler, phi0.shape[0], scheme.T, t_min, generator)
-    terms = dsm_terms(model, scheme, phi0, t.to(phi0.device), generator, weighting=weighting)
+    terms = dsm_terms(model, scheme, phi0, t.to(phi0.device), generator, weighting=weighting,
+                      zero_mode_weight=zero_mode_weight)
     return (w.to(terms.device, terms.dtype) * terms).mean()

@@ -41,7 +41,7 @@ from rgdist.checks import check_positive_int as _int
 from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
-from rgdist.train.dsm import check_t_sampler, check_weighting, dsm_loss
+from rgdist.train.dsm import check_t_sampler, check_weighting, check_zero_mode_weight, dsm_loss
 from rgdist.train.objectives import (check_objective, check_reverse_kl_model,
                                      kish_ess_fraction, reverse_kl_loss)
 
@@ -86,6 +86,7 @@ class TrainConfig:
     kl_integrator: str = _T["kl_integrator"]
     kl_checkpoint: bool = True
     path_weight: float = _T["path_weight"]
+    zero_mode_weight: float = _T["zero_mode_weight"]
 
     def __post_init__(self):
         _int("steps", self.steps, 0)
@@ -128,6 +129,7 @@ class TrainConfig:
         if not isinstance(self.kl_checkpoint, bool):
             raise ValueError(f"kl_checkpoint must be True or False, got {self.kl_checkpoint!r}")
         _float("path_weight", self.path_weight, 0.0)
+        check_zero_mode_weight(self.zero_mode_weight)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -240,7 +242,8 @@ class Trainer:
             self.last_ess = kish_ess_fraction(log_w)
         if cfg.objective in ("dsm", "path"):
             dsm = dsm_loss(self._score_fn, self.scheme, phi0, self.generator,
-                           weighting=cfg.weighting, t_sampler=cfg.t_sampler, t_min=cfg.t_min)
+                           weighting=cfg.weighting, t_sampler=cfg.t_sampler, t_min=cfg.t_min,
+                           zero_mode_weight=cfg.zero_mode_weight)
             loss = dsm if loss is None else loss + cfg.path_weight * dsm
         return loss
 

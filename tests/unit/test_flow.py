@@ -241,6 +241,26 @@ def test_couplings_gaussian_prediction():
         gaussian_couplings(lat, car, G, [1.0], weighting="dsm")
 
 
+def test_couplings_gaussian_prediction_with_zero_mode_weight():
+    """The zero-mode weight of the loss enters the fit: at t = 0 (1/G exactly linear) the fit
+    is exact for any weight; at t = 1 a weight b = 1e6 makes the fit pass through the zero mode,
+    K(0) S_t(0) = 1 up to (sum of the other weights)/(b w_0) ~ V/b; b = 1 leaves it off by the
+    curvature of 1/S_t."""
+    lat = Lattice(8)
+    G = lat.free_propagator(M2)
+    car = build_scheme("carosso", lat, T=40.0, mu2=0.1)
+    S0 = float(car.marginal_spectrum(1.0, G)[0, 0])
+    miss = {}
+    for b in (1.0, 1e6):
+        c = gaussian_couplings(lat, car, G, [0.0, 1.0], weighting="sigma", zero_mode_weight=b)
+        assert c["phi2"][0] == pytest.approx(M2 / 2, rel=1e-10)
+        assert c["grad2"][0] == pytest.approx(0.5, rel=1e-10)
+        miss[b] = abs(2 * c["phi2"][1] * S0 - 1)
+    assert miss[1.0] > 1e-3 and miss[1e6] < 1e-3 * miss[1.0], miss
+    with pytest.raises(ValueError, match="zero_mode_weight"):
+        gaussian_couplings(lat, car, G, [1.0], zero_mode_weight=0.0)
+
+
 def test_learned_couplings_reads_the_model():
     from rgdist.models import EffectiveActionScore
 

@@ -210,7 +210,10 @@ TYPE_CASES = [
     ("scheme.mu2", -0.1), ("scheme.t_min", 0), ("model.channels", 0), ("model.blocks", True),
     ("model.gaussian_exact", "yes"), ("lattice.d", 0), ("lattice.d", 2.0), ("seed", -1),
     ("seed", 2**63), ("seed", 1.0), ("name", "a b"), ("name", ""), ("name", "-x"),
-    ("grid.max_points", 0), ("grid.max_points", 10**7),
+    ("grid.max_points", 0), ("grid.max_points", 10**7), ("train.zero_mode_weight", 0),
+    ("train.zero_mode_weight", -2.0), ("train.zero_mode_weight", "high"),
+    ("train.zero_mode_weight", math.inf), ("model.time_freq", -1), ("model.time_freq", 65),
+    ("model.time_freq", 2.5), ("model.time_freq", True),
 ]
 
 
@@ -393,8 +396,12 @@ def test_point_ids_depend_on_results_sections_only():
                         ("grid.max_points", 50)]:
         assert _ids(setkey(m, path, value)) == ref, path
     for path, value in [("seed", 1), ("train.lr", 1e-3), ("scheme.T", 30.0), ("hmc.n_traj", 800),
-                        ("sample.n_steps", 200), ("model.channels", 8), ("measure.n_bins", 16)]:
+                        ("sample.n_steps", 200), ("model.channels", 8), ("measure.n_bins", 16),
+                        ("train.zero_mode_weight", 40.0), ("model.time_freq", 16)]:
         assert not set(_ids(setkey(m, path, value))) & set(ref), path
+    # a key of TrainSpec.LATER at its default stays out of the ids (old run dirs keep theirs)
+    assert _ids(setkey(m, "train.zero_mode_weight", 1.0)) == ref
+    assert _ids(setkey(m, "model.time_freq", 4)) == ref
     # adding a point leaves the ids of the others unchanged
     assert set(ref) < set(_ids(setkey(m, "grid.m2", [0.25, 0.5, 1.0])))
 
@@ -465,3 +472,28 @@ def test_load_campaign_file_errors(tmp_path):
 def test_schema_version():
     bad(setkey(base(), "schema_version", 2), "schema_version", match="unsupported")
     bad(setkey(base(), "schema_version", True), "schema_version")
+
+
+def test_model_time_freq_reaches_the_time_embedding():
+    """model.time_freq K sets every model's n_freq: the embedding's first layer then reads
+    2 + 4K features (rgdist.models.layers.TimeEmbedding); at the default it is not passed."""
+    import torch
+
+    from rgdist.campaign import build
+    from rgdist.lattice import Lattice
+    from rgdist.models.layers import TimeEmbedding
+
+    lat = Lattice(4)
+    for name in ("conv", "effective", "trace"):
+        m = setkey(setkey(base(), "model.name", name), "model.gaussian_exact", False)
+        if name == "effective":
+            m = setkey(m, "model.residual", True)
+        c0 = parse_campaign(m)
+        assert "n_freq" not in c0.model.params and "time_freq" not in c0.model.to_dict()
+        c = parse_campaign(setkey(m, "model.time_freq", 16))
+        assert c.model.time_freq == 16 and c.model.to_dict()["time_freq"] == 16
+        scheme = build.scheme_for(c.scheme, lat)
+        net = build.model_for(c.model, lat, scheme, None, torch.Generator().manual_seed(0), "cpu")
+        embeds = [e for e in net.modules() if isinstance(e, TimeEmbedding)]
+        assert embeds and all(e.n_freq == 16 and e.fc1.weight.shape[1] == 2 + 4 * 16
+                              for e in embeds), name

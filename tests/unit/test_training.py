@@ -98,6 +98,37 @@ def test_dsm_target_is_the_schemes_conditional_score():
     torch.testing.assert_close(terms, (target**2).mean((1, 2)), rtol=1e-10, atol=0)
 
 
+def test_zero_mode_weight_adds_only_the_zero_mode_term():
+    """zero_mode_weight b: terms(b) = terms(1) + (b - 1) Sigma(0) |r~(0)|^2 / V^2, with r~ the
+    DSM residual of the zero mode. Same generator seed, so phi_t, eps and every per-mode value
+    are bitwise the same in both calls; only the two sums of V >= 0 terms round differently:
+    rtol 2 V eps."""
+    lat = Lattice(6)
+    V = lat.volume
+    scheme = build_scheme("carosso", lat, T=4.0, mu2=0.3)
+    G = lat.free_propagator(0.5)
+    model = ExactGaussian(scheme, 1.3 * G)  # a wrong spectrum: non-zero residual in every mode
+    phi0 = free_data(lat, 0.5, 32)
+    t = torch.linspace(0.01, 3.0, 32, dtype=torch.float64)
+    one = dsm_terms(model, scheme, phi0, t, torch.Generator().manual_seed(3))
+    same = dsm_terms(model, scheme, phi0, t, torch.Generator().manual_seed(3), zero_mode_weight=1.0)
+    assert torch.equal(one, same)
+    b = 5.0
+    boosted = dsm_terms(model, scheme, phi0, t, torch.Generator().manual_seed(3), zero_mode_weight=b)
+    phi_t, eps = scheme.sample_forward(phi0, t, torch.Generator().manual_seed(3))
+    Sigma0 = scheme.Sigma(t)[:, 0, 0]
+    r0 = lat.fft(model(phi_t, t))[:, 0, 0] + lat.fft(eps)[:, 0, 0] / Sigma0
+    zero_term = Sigma0 * r0.abs() ** 2 / V**2
+    assert bool((zero_term > 0).all())
+    eps64 = torch.finfo(torch.float64).eps
+    torch.testing.assert_close(boosted, one + (b - 1) * zero_term, rtol=2 * V * eps64, atol=0)
+    for bad_b in (0.0, -1.0, math.inf, True, "2"):
+        with pytest.raises(ValueError, match="zero_mode_weight"):
+            dsm_terms(model, scheme, phi0, t, torch.Generator(), zero_mode_weight=bad_b)
+        with pytest.raises(ValueError, match="zero_mode_weight"):
+            TrainConfig(zero_mode_weight=bad_b)
+
+
 def test_time_samplers():
     g = torch.Generator().manual_seed(4)
     T, t_min, n = 40.0, 0.01, 200_000

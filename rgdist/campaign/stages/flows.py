@@ -16,7 +16,7 @@ def _unwrap(model):
 
 
 def flow_results(env, scheme, model, G, t_flow, learned_acc, carry, *, n_bins: int,
-                 weighting: str) -> dict:
+                 weighting: str, zero_mode_weight: float = 1.0) -> dict:
     """{name: array} under flow/ (layout 2): forward, learned and gaussian flows (FlowResult arrays),
     deviation/<observable> and couplings/<gaussian|learned>/<operator>.
 
@@ -40,7 +40,8 @@ def flow_results(env, scheme, model, G, t_flow, learned_acc, carry, *, n_bins: i
            **{f"flow/gaussian/{k}": v for k, v in gauss.to_arrays().items()}}
     for name, dev in compare_flows(forward, learned).items():
         out[f"flow/deviation/{name}"] = np.asarray(dev, dtype=np.float64)
-    gc = gaussian_couplings(lattice, scheme, G.cpu(), t_flow, weighting=weighting)
+    gc = gaussian_couplings(lattice, scheme, G.cpu(), t_flow, weighting=weighting,
+                            zero_mode_weight=zero_mode_weight)
     out.update({f"flow/couplings/gaussian/{k}": np.asarray(v, dtype=np.float64) for k, v in gc.items()})
     inner = _unwrap(model)
     if hasattr(inner, "couplings"):

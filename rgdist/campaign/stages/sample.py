@@ -24,12 +24,14 @@ class SampleStage(Stage):
     UNITS = "sample/"
 
     def __init__(self, sample, env: StageEnv, *, model, scheme, G, carry: dict, n_bins: int,
-                 record_times, t_min: float, weighting: str, diagnostics: dict, nonfinite=None):
+                 record_times, t_min: float, weighting: str, diagnostics: dict, nonfinite=None,
+                 zero_mode_weight: float = 1.0):
         super().__init__(env)
         from rgdist.flow.learned import merged_grid
 
         self.spec, self.model, self.scheme = sample, model, scheme
         self.carry, self.n_bins, self.weighting = carry, int(n_bins), weighting
+        self.zero_mode_weight = zero_mode_weight
         self.diagnostics, self.nonfinite = diagnostics, nonfinite
         self.t_flow = np.asarray(sorted(record_times), dtype=np.float64)
         if len(self.t_flow):  # the flow times are inserted into the solver grid
@@ -154,5 +156,6 @@ class SampleStage(Stage):
         if len(self.t_flow):
             out.update(prefixed("results", flow_results(
                 self.env, self.scheme, self.model, self.G, self.t_flow, total["flow"], base,
-                n_bins=self.n_bins, weighting=self.weighting)))
+                n_bins=self.n_bins, weighting=self.weighting,
+                zero_mode_weight=self.zero_mode_weight)))
         return out
