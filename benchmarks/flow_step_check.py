@@ -49,6 +49,23 @@ def handover_arrays(point_dir: Path) -> dict:
     raise SystemExit(f"error: no checkpoint in {point_dir} holds a trained model (trainer/...)")
 
 
+def trained_model(c, p, run_dir: Path, arrays: dict | None = None):
+    """(EMA score model, scheme) of point ``p`` of campaign ``c`` from its run directory, built
+    as the campaign builds it (its measured spectrum for the Gaussian-exact part)."""
+    lattice = Lattice(tuple(p.shape))
+    if arrays is None:
+        arrays = handover_arrays(run_dir / "points" / p.point_id)
+    scheme = build.scheme_for(c.scheme, lattice)
+    data = torch.as_tensor(arrays["data/configs"])
+    G = measured_spectrum(data, lattice)
+    gen = torch.Generator().manual_seed(0)
+    model = build.model_for(c.model, lattice, scheme, G, gen, "cpu")
+    trainer = build.trainer_for(c.train, c.scheme.t_min, model, scheme, data,
+                                Phi4Action(p.m2, p.lam, lattice.d), G, gen, "cpu")
+    trainer.load_state_dict(strip("trainer", arrays))
+    return trainer.ema_model(), scheme
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
@@ -71,15 +88,9 @@ def main() -> int:
     p = pts[0]
     lattice = Lattice(tuple(p.shape))
     arrays = handover_arrays(rd / "points" / p.point_id)
-    scheme = build.scheme_for(c.scheme, lattice)
+    ema, scheme = trained_model(c, p, rd, arrays)
     data = torch.as_tensor(arrays["data/configs"])
     G = measured_spectrum(data, lattice)
-    gen = torch.Generator().manual_seed(0)
-    model = build.model_for(c.model, lattice, scheme, G, gen, "cpu")
-    trainer = build.trainer_for(c.train, c.scheme.t_min, model, scheme, data,
-                                Phi4Action(p.m2, p.lam, lattice.d), G, gen, "cpu")
-    trainer.load_state_dict(strip("trainer", arrays))
-    ema = trainer.ema_model()
     mdtype = next(ema.parameters()).dtype
 
     def score_fn(phi, t):

@@ -1,7 +1,7 @@
 """Variants of a shipped RG-flow campaign for the seed checks of the README's 20x20 section
 (benchmarks/results/rg_flow_20x20_polchinski_seeds.json): the shipped file with another
 master seed, a subset of the m2 grid, the flow baseline off and/or another DSM weighting,
-zero-mode weight or number of time harmonics of the model.
+zero-mode weight, number of time harmonics of the model or a magnetization head.
 Writes the variant as YAML and prints the command that runs it:
 
     python benchmarks/flow_variants.py --seed 20240621 --m2 -1.27 --no-baseline \
@@ -30,7 +30,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "rgdist" / "campaigns"
 
 
 def variant(raw: dict, *, seed=None, m2=None, baseline=True, weighting=None, zero_mode_weight=None,
-            time_freq=None, out_dir=None) -> dict:
+            time_freq=None, zero_mode_head=False, out_dir=None) -> dict:
     """``raw`` (a parsed campaign mapping) with the given changes; the input is not modified."""
     c = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     if seed is not None:
@@ -45,6 +45,8 @@ def variant(raw: dict, *, seed=None, m2=None, baseline=True, weighting=None, zer
         c["train"] = {**c["train"], "zero_mode_weight": zero_mode_weight}
     if time_freq is not None:
         c["model"] = {**c["model"], "time_freq": time_freq}
+    if zero_mode_head:
+        c["model"] = {**c["model"], "zero_mode_head": True}
     if out_dir is not None:
         c["output"] = {**c["output"], "dir": out_dir}
     parse_campaign(c)  # refuse what the schema refuses, before anything is written
@@ -61,6 +63,7 @@ def main() -> int:
     ap.add_argument("--weighting", choices=WEIGHTINGS)
     ap.add_argument("--zero-mode-weight", type=float, help="train.zero_mode_weight")
     ap.add_argument("--time-freq", type=int, help="model.time_freq")
+    ap.add_argument("--zero-mode-head", action="store_true", help="model.zero_mode_head: true")
     ap.add_argument("--out", required=True, help="where to write the variant (YAML)")
     a = ap.parse_args()
     src = Path(a.campaign)
@@ -70,7 +73,8 @@ def main() -> int:
     out = Path(a.out)
     try:
         c = variant(raw, seed=a.seed, m2=a.m2, baseline=not a.no_baseline, weighting=a.weighting,
-                    zero_mode_weight=a.zero_mode_weight, time_freq=a.time_freq, out_dir=f"runs/{out.stem}")
+                    zero_mode_weight=a.zero_mode_weight, time_freq=a.time_freq,
+                    zero_mode_head=a.zero_mode_head, out_dir=f"runs/{out.stem}")
     except ConfigError as exc:  # nothing written
         print(f"error: {exc}", file=sys.stderr)
         return 2
