@@ -238,7 +238,9 @@ class ModelSpec:
     filter_rank; effective: operators, residual, residual_channels, residual_blocks.
     ``time_freq`` (every model, default 4): K, the number of Fourier harmonics of the time
     embedding (rgdist.models.layers.TimeEmbedding: sin/cos(pi k t/T) and of the rescaled log t,
-    k = 1..K); the finest time feature has period 2T/K. Left out of ``to_dict`` at the default.
+    k = 1..K); the finest time feature has period 2T/K. ``zero_mode_head`` (default false;
+    needs gaussian_exact, point scope): a magnetization head, the zero-mode score in the zero
+    mode's own units (rgdist.models.zero_mode). Both left out of ``to_dict`` at their defaults.
     """
 
     name: str = "conv"
@@ -249,6 +251,7 @@ class ModelSpec:
     #: size, trained data-parallel on every point of that size (rgdist.campaign.gridscope)
     scope: str = "point"
     time_freq: int = TIME_FREQ_DEFAULT
+    zero_mode_head: bool = False
 
     RULES: ClassVar[dict] = {
         "channels": Int(lo=1), "blocks": Int(lo=1), "levels": Int(lo=1), "residual": Bool(),
@@ -263,6 +266,12 @@ class ModelSpec:
         Choice(*DTYPES)(self.dtype, "model.dtype")
         Choice("point", "grid")(self.scope, "model.scope")
         Int(lo=0, hi=MAX_TIME_FREQ)(self.time_freq, "model.time_freq")
+        Bool()(self.zero_mode_head, "model.zero_mode_head")
+        if self.zero_mode_head and not self.gaussian_exact:
+            raise ConfigError("model.zero_mode_head", "needs model.gaussian_exact: true (the head "
+                                                      "works in the Gaussian zero mode's units)")
+        if self.zero_mode_head and self.scope != "point":
+            raise ConfigError("model.zero_mode_head", "is offered with model.scope: point only")
         given = dict(self.arch)
         defaults = MODEL_PARAMS[name]
         reject_unknown(given, tuple(defaults), "model")
@@ -283,13 +292,15 @@ class ModelSpec:
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.arch}
         if self.time_freq != TIME_FREQ_DEFAULT:
             out["n_freq"] = self.time_freq
+        if self.zero_mode_head:
+            out["zero_mode_head"] = True
         return out
 
     @classmethod
     def parse(cls, raw, path="model"):
         given = mapping(raw, path)
         name = Choice(*MODELS)(given.get("name", "conv"), join(path, "name"))
-        common = ("name", "gaussian_exact", "dtype", "scope", "time_freq")
+        common = ("name", "gaussian_exact", "dtype", "scope", "time_freq", "zero_mode_head")
         reject_unknown(given, (*common, *MODEL_PARAMS[name]), path, owner_hint(MODEL_PARAMS, "model"))
         arch = {k: v for k, v in given.items() if k not in common}
         return cls(**{k: given[k] for k in common if k in given}, arch=tuple(arch.items()))
@@ -303,4 +314,6 @@ class ModelSpec:
             out["scope"] = self.scope
         if self.time_freq != TIME_FREQ_DEFAULT:
             out["time_freq"] = self.time_freq
+        if self.zero_mode_head:
+            out["zero_mode_head"] = True
         return out

@@ -24,6 +24,7 @@ from rgdist.catalog import MODEL_PARAMS
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.convnet import ConvScore
 from rgdist.models.effective import EffectiveActionScore, GaussianExactScore
+from rgdist.models.layers import init_generator
 from rgdist.models.tracenet import TraceScore
 from rgdist.models.unet import UNetScore
 
@@ -46,11 +47,15 @@ def allowed_params(name: str) -> list[str]:
 
 
 def build_model(name: str, lattice: Lattice, *, scheme=None, data_spectrum=None,
-                gaussian_exact: bool = False, compile: bool = False, **params) -> nn.Module:
-    """Build a score model by registry name (see the module docstring)."""
+                gaussian_exact: bool = False, compile: bool = False, zero_mode_head: bool = False,
+                **params) -> nn.Module:
+    """Build a score model by registry name (see the module docstring). ``zero_mode_head``:
+    add a magnetization head (rgdist.models.zero_mode.ZeroModeHead) inside the
+    Gaussian-exact wrapper (needs gaussian_exact=True)."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    for flag, value in (("gaussian_exact", gaussian_exact), ("compile", compile)):
+    for flag, value in (("gaussian_exact", gaussian_exact), ("compile", compile),
+                        ("zero_mode_head", zero_mode_head)):
         if not isinstance(value, bool):
             raise ValueError(f"{flag} must be True or False, got {value!r}")
     allowed = allowed_params(name)
@@ -81,7 +86,17 @@ def build_model(name: str, lattice: Lattice, *, scheme=None, data_spectrum=None,
     if gaussian_exact:
         if scheme is None or data_spectrum is None:
             raise ValueError("gaussian_exact=True needs both scheme and data_spectrum")
+        if zero_mode_head:
+            from rgdist.models.zero_mode import ZeroModeHead
+
+            model = ZeroModeHead(model, scheme, data_spectrum, t_max=params["t_max"],
+                                 hidden=params.get("hidden", 32), n_freq=params.get("n_freq", 4),
+                                 generator=init_generator(params.get("init_seed", 0) + 2,
+                                                          params.get("generator")))
         model = GaussianExactScore(model, scheme, data_spectrum)
+    elif zero_mode_head:
+        raise ValueError("zero_mode_head=True needs gaussian_exact=True (the head works in the "
+                         "units of the Gaussian-exact zero mode)")
     elif data_spectrum is not None:
         raise ValueError("data_spectrum is used only with gaussian_exact=True")
     if getattr(model, "channels_last", False) or getattr(getattr(model, "net", None),

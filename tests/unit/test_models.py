@@ -244,3 +244,56 @@ def test_registry_errors():
     with pytest.raises(ValueError, match="data_spectrum must have shape"):
         build_model("conv", lat, scheme=build_scheme("carosso", lat),
                     data_spectrum=torch.ones(4, 4), gaussian_exact=True)
+
+
+# ----------------------------------------------------------------------------- zero-mode head
+def _head_pair(dtype=torch.float64):
+    lat = Lattice(6)
+    scheme = build_scheme("carosso", lat, T=4.0, mu2=0.3)
+    G = lat.free_propagator(0.2)
+    kw = dict(scheme=scheme, data_spectrum=G, gaussian_exact=True, residual=True,
+              residual_channels=4, residual_blocks=1, dtype=dtype)
+    plain = build_model("effective", lat, generator=torch.Generator().manual_seed(5), **kw)
+    head = build_model("effective", lat, generator=torch.Generator().manual_seed(5),
+                       zero_mode_head=True, **kw)
+    return lat, scheme, G, plain, head
+
+
+def test_zero_mode_head_starts_as_the_plain_model_and_adds_a_uniform_odd_field():
+    """At initialization (last layer 0) the head changes nothing, bitwise. With random last
+    layer weights, model(+head) - model = h(phi, t) at every site (uniform), h odd in phi and
+    h = g(z)/(V sigma_M), sigma_M^2 = S_t(0)/V: the sum of two float64 fields of size |s| is
+    exact to a few ulps of |s| (bound 8 eps max|s|)."""
+    lat, scheme, G, plain, head = _head_pair()
+    g = torch.Generator().manual_seed(1)
+    phi = 0.4 * torch.randn((16, 6, 6), generator=g, dtype=torch.float64)
+    t = torch.linspace(0.05, 3.9, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(plain(phi, t), head(phi, t))
+        inner = head.net
+        inner.fc2.weight.copy_(torch.randn(inner.fc2.weight.shape, generator=g, dtype=torch.float64))
+        inner.fc2.bias.fill_(0.5)  # an even part in f must cancel in g(z) = f(z) - f(-z)
+        s0, s1 = plain(phi, t), head(phi, t)
+        h = inner.zero_mode_correction(phi, t)
+        bound = 8 * torch.finfo(torch.float64).eps * float(torch.maximum(s0.abs(), s1.abs()).max())
+        assert float(h.abs().min()) > 1e3 * bound
+        assert float((s1 - s0 - h[:, None, None]).abs().max()) <= bound
+        assert float((inner.zero_mode_correction(-phi, t) + h).abs().max()) == 0.0
+        S0 = scheme.marginal_spectrum(t, G)[:, 0, 0]
+        sigma = (S0 / lat.volume).sqrt()
+        z = phi.mean((1, 2)) / sigma
+        e = inner.embed(t)
+        gz = inner._f(z, e) - inner._f(-z, e)
+        torch.testing.assert_close(h, gz / (lat.volume * sigma), rtol=1e-14, atol=0)
+
+
+def test_zero_mode_head_is_refused_where_it_has_no_units():
+    lat = Lattice(4)
+    scheme = build_scheme("carosso", lat, T=4.0, mu2=0.3)
+    with pytest.raises(ValueError, match="gaussian_exact"):
+        build_model("effective", lat, scheme=scheme, zero_mode_head=True)
+    with pytest.raises(ValueError, match="zero_mode_head"):
+        build_model("effective", lat, scheme=scheme, zero_mode_head="yes")
+    from rgdist.density import has_exact_trace
+    _, scheme6, _, _, head = _head_pair()
+    assert not has_exact_trace(head, scheme6)

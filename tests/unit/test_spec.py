@@ -497,3 +497,18 @@ def test_model_time_freq_reaches_the_time_embedding():
         embeds = [e for e in net.modules() if isinstance(e, TimeEmbedding)]
         assert embeds and all(e.n_freq == 16 and e.fc1.weight.shape[1] == 2 + 4 * 16
                               for e in embeds), name
+
+
+def test_model_zero_mode_head_key():
+    m = setkey(base(), "model.name", "effective")
+    ref = _ids(m)
+    on = parse_campaign(setkey(m, "model.zero_mode_head", True))
+    assert on.model.params["zero_mode_head"] is True and on.model.to_dict()["zero_mode_head"] is True
+    assert not set(_ids(setkey(m, "model.zero_mode_head", True))) & set(ref)
+    assert _ids(setkey(m, "model.zero_mode_head", False)) == ref
+    assert "zero_mode_head" not in parse_campaign(m).model.to_dict()
+    bad(setkey(m, "model.zero_mode_head", "yes"), "model.zero_mode_head")
+    bad(setkey(setkey(m, "model.zero_mode_head", True), "model.gaussian_exact", False),
+        "model.zero_mode_head", "gaussian_exact")
+    bad(setkey(setkey(m, "model.zero_mode_head", True), "model.scope", "grid"),
+        "model.zero_mode_head", "point")
