@@ -49,6 +49,16 @@ def handover_arrays(point_dir: Path) -> dict:
     raise SystemExit(f"error: no checkpoint in {point_dir} holds a trained model (trainer/...)")
 
 
+def point_of(run_dir: Path, m2: float):
+    """(campaign, grid point) of the run directory's point at ``m2`` (exit 2 if none)."""
+    c = parse_campaign(json.loads((run_dir / "campaign.json").read_text()), str(run_dir))
+    pts = [p for p in c.points() if abs(p.m2 - m2) < 1e-12]
+    if len(pts) != 1:
+        print(f"error: --m2 {m2}: {run_dir} has m2 {[p.m2 for p in c.points()]}", file=sys.stderr)
+        raise SystemExit(2)
+    return c, pts[0]
+
+
 def trained_model(c, p, run_dir: Path, arrays: dict | None = None):
     """(EMA score model, scheme) of point ``p`` of campaign ``c`` from its run directory, built
     as the campaign builds it (its measured spectrum for the Gaussian-exact part)."""
@@ -80,12 +90,7 @@ def main() -> int:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     rd = Path(a.run_dir)
-    c = parse_campaign(json.loads((rd / "campaign.json").read_text()), str(rd / "campaign.json"))
-    pts = [p for p in c.points() if abs(p.m2 - a.m2) < 1e-12]
-    if len(pts) != 1:
-        print(f"error: --m2 {a.m2}: the run has m2 {[p.m2 for p in c.points()]}", file=sys.stderr)
-        return 2
-    p = pts[0]
+    c, p = point_of(rd, a.m2)
     lattice = Lattice(tuple(p.shape))
     arrays = handover_arrays(rd / "points" / p.point_id)
     ema, scheme = trained_model(c, p, rd, arrays)

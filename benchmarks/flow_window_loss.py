@@ -23,17 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flow_step_check import handover_arrays, trained_model  # benchmarks/ is sys.path[0]
-from rgdist.campaign.spec import parse_campaign
+from flow_step_check import handover_arrays, point_of, trained_model  # benchmarks/ is sys.path[0]
 from rgdist.lattice import Lattice
-
-
-def point_of(run_dir: Path, m2: float):
-    c = parse_campaign(json.loads((run_dir / "campaign.json").read_text()), str(run_dir))
-    pts = [p for p in c.points() if abs(p.m2 - m2) < 1e-12]
-    if len(pts) != 1:
-        raise SystemExit(f"error: --m2 {m2}: {run_dir} has m2 {[p.m2 for p in c.points()]}")
-    return c, pts[0]
 
 
 def mode_losses(model, scheme, lattice, phi0, t: float, gen, batch: int):
