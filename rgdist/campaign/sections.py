@@ -306,8 +306,8 @@ class ModelSpec:
         return cls(**{k: given[k] for k in common if k in given}, arch=tuple(arch.items()))
 
     def to_dict(self) -> dict:
-        """``scope`` and ``time_freq`` are left out at their defaults ("point", 4), so point
-        ids stay as they were."""
+        """``scope``, ``time_freq`` and ``zero_mode_head`` are left out at their defaults
+        ("point", 4, false), so point ids stay as they were."""
         out = {"name": self.name, "gaussian_exact": self.gaussian_exact, "dtype": self.dtype,
                **{k: plain(v) for k, v in self.arch}}
         if self.scope != "point":
