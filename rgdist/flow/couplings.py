@@ -24,8 +24,9 @@ w(p) = lambda_t(p) S_t(p) over the noised modes (frozen modes carry no DSM signa
     (xbar, ybar the w-weighted means),   c_phi2 = a/2,   c_grad2 = b/2.
 
 ``weighting`` names lambda_t as in the DSM loss: "sigma" (Sigma_t), "likelihood" (beta_t^2),
-"none" (1), with the zero mode's weight times ``zero_mode_weight`` as in the loss. Since the optimum at each t does not depend on the overall scale of w, the time
-weight w(t) of the loss drops out; at t = 0 with "sigma" (Sigma_0 = 0) the t -> 0 limit
+"none" (1), with the zero mode's weight times ``zero_mode_weight`` as in the loss. Since
+the optimum at each t does not depend on the overall scale of w, the time weight w(t) of the
+loss drops out; at t = 0 with "sigma" (Sigma_0 = 0) the t -> 0 limit
 Sigma_t/t -> beta_0^2 is used. For the free theory at t = 0, 1/G = phat^2 + m2 is exactly
 linear: c_phi2 = m2/2, c_grad2 = 1/2 (the standard action) for any weighting. The Gaussian
 prediction of c_phi4 and c_phi6 is 0.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rgdist.catalog import MODEL_PARAMS
+from rgdist.catalog import MODEL_PARAMS, TIME_FREQ_DEFAULT
 from rgdist.lattice.geometry import Lattice
 from rgdist.models.convnet import ConvScore
 from rgdist.models.effective import EffectiveActionScore, GaussianExactScore
@@ -90,7 +90,8 @@ def build_model(name: str, lattice: Lattice, *, scheme=None, data_spectrum=None,
             from rgdist.models.zero_mode import ZeroModeHead
 
             model = ZeroModeHead(model, scheme, data_spectrum, t_max=params["t_max"],
-                                 hidden=params.get("hidden", 32), n_freq=params.get("n_freq", 4),
+                                 hidden=params.get("hidden", 32),
+                                 n_freq=params.get("n_freq", TIME_FREQ_DEFAULT),
                                  generator=init_generator(params.get("init_seed", 0) + 2,
                                                           params.get("generator")))
         model = GaussianExactScore(model, scheme, data_spectrum)

@@ -51,7 +51,8 @@ class ZeroModeHead(ScoreModel):
         return self.net.couplings(t)
 
     def _scales(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sigma_M, 1/residual_scale) per time, float64, shape (B,)."""
+        """(sigma_M, 1/residual_scale) per time, float64, shape (B,), from one evaluation of the
+        marginal spectrum S_t (residual_scale as GaussianExactScore's, (mean_p S_t)^{-1/2})."""
         G = self.data_spectrum.to(device=t.device, dtype=torch.float64)
         S = self.scheme.marginal_spectrum(t.to(torch.float64), G)
         S = S.reshape(S.shape[0], -1)
@@ -60,18 +61,20 @@ class ZeroModeHead(ScoreModel):
     def _f(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return self.fc2(nn.functional.silu(self.fc1(torch.cat([z[:, None], e], 1))))[:, 0]
 
-    def zero_mode_correction(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """h(phi, t) per configuration (B,): the uniform field added per site."""
+    def _correction(self, phi: torch.Tensor, t: torch.Tensor, sigma_M: torch.Tensor) -> torch.Tensor:
         dims = tuple(range(1, phi.dim()))
-        sigma_M, _ = self._scales(t)
         sigma_M = sigma_M.to(phi.dtype)
         z = phi.mean(dims) / sigma_M
         e = self.embed(t)
         g = self._f(z, e) - self._f(-z, e)
         return g / (self.lattice.volume * sigma_M)
 
+    def zero_mode_correction(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """h(phi, t) per configuration (B,): the uniform field added per site."""
+        return self._correction(phi, t, self._scales(t)[0])
+
     def score(self, phi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = self.zero_mode_correction(phi, t)
-        _, inv_r = self._scales(t)
+        sigma_M, inv_r = self._scales(t)
+        h = self._correction(phi, t, sigma_M)
         view = (-1,) + (1,) * self.d
         return self.net(phi, t) + (h * inv_r.to(phi.dtype)).reshape(view)

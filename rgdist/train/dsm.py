@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 
 from rgdist.catalog import T_SAMPLERS, WEIGHTINGS  # names shared with the campaign schema
+from rgdist.checks import check_positive_float
 
 
 def check_weighting(weighting: str) -> str:
@@ -83,9 +84,7 @@ def sample_times(t_sampler, batch: int, t_max: float, t_min: float,
 
 
 def check_zero_mode_weight(b) -> float:
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b > 0):
-        raise ValueError(f"zero_mode_weight must be a finite number > 0, got {b!r}")
-    return float(b)
+    return check_positive_float("zero_mode_weight", b)
 
 
 def boost_zero_mode(lam: torch.Tensor, b: float, d: int) -> torch.Tensor:

@@ -41,7 +41,7 @@ from rgdist.checks import check_positive_int as _int
 from rgdist.models.registry import load_named_arrays, named_arrays, unwrap
 from rgdist.seeding import generator_state, set_generator_state
 from rgdist.train.callbacks import Callback
-from rgdist.train.dsm import check_t_sampler, check_weighting, check_zero_mode_weight, dsm_loss
+from rgdist.train.dsm import check_t_sampler, check_weighting, dsm_loss
 from rgdist.train.objectives import (check_objective, check_reverse_kl_model,
                                      kish_ess_fraction, reverse_kl_loss)
 
@@ -129,7 +129,7 @@ class TrainConfig:
         if not isinstance(self.kl_checkpoint, bool):
             raise ValueError(f"kl_checkpoint must be True or False, got {self.kl_checkpoint!r}")
         _float("path_weight", self.path_weight, 0.0)
-        check_zero_mode_weight(self.zero_mode_weight)
+        _float("zero_mode_weight", self.zero_mode_weight, 0.0, lo_open=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

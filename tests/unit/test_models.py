@@ -1,4 +1,6 @@
 """Score models: symmetries by construction, closed-form operator gradients, registry, state."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -297,3 +299,20 @@ def test_zero_mode_head_is_refused_where_it_has_no_units():
     from rgdist.density import has_exact_trace
     _, scheme6, _, _, head = _head_pair()
     assert not has_exact_trace(head, scheme6)
+
+
+def test_zero_mode_head_units_are_the_magnetization_law_of_gaussian_data():
+    """Free theory: for Gaussian data of spectrum G forward-noised to t, M_t = mean(phi_t) is
+    N(0, S_t(0)/V) with S_t = A_t^2 G + Sigma_t, so the head's z = M_t/sigma_M has variance 1
+    at every t (a wrong sigma_M, e.g. without the 1/V, fails by a factor V). Sample variance
+    of n draws: standard error sqrt(2/n); checked within 4 of them."""
+    lat, scheme, G, _, head = _head_pair()
+    n = 8192
+    phi0 = lat.colored_noise(G, n, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(4)
+    for t in (0.05, 1.0, 3.5):
+        tt = torch.full((n,), t, dtype=torch.float64)
+        phi_t, _ = scheme.sample_forward(phi0, tt, g)
+        sigma_M, _ = head.net._scales(tt)
+        z = phi_t.mean((1, 2)) / sigma_M
+        assert abs(float((z**2).mean()) - 1) < 4 * math.sqrt(2 / n), (t, float((z**2).mean()))

@@ -122,7 +122,7 @@ def test_zero_mode_weight_adds_only_the_zero_mode_term():
     assert bool((zero_term > 0).all())
     eps64 = torch.finfo(torch.float64).eps
     torch.testing.assert_close(boosted, one + (b - 1) * zero_term, rtol=2 * V * eps64, atol=0)
-    for bad_b in (0.0, -1.0, math.inf, True, "2"):
+    for bad_b in (0.0, -1.0, math.inf, math.nan, True, "high"):
         with pytest.raises(ValueError, match="zero_mode_weight"):
             dsm_terms(model, scheme, phi0, t, torch.Generator(), zero_mode_weight=bad_b)
         with pytest.raises(ValueError, match="zero_mode_weight"):
